@@ -1,0 +1,152 @@
+//! Ingestion of a candle file into `MarketFeed` aggregates: one batched command per symbol and UTC day.
+//!
+//! Re-ingesting a file appends nothing (recording a known candle is a no-op). A candle that differs from the
+//! one recorded for its hour is refused by the aggregate; the day's batch is then retried candle by candle
+//! so that every refusal is reported with its file and line, and the other candles of that day still land.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use cqrs_es::{AggregateError, EventEnvelope, Query};
+use futures::{stream, StreamExt, TryStreamExt};
+use jarvis_domain::market::{MarketFeed, MarketFeedCommand, MarketFeedError, MarketFeedId};
+use jarvis_domain::EventMetadata;
+use jarvis_store::{execute_with_retry, EventStore};
+use serde::Serialize;
+
+use super::candle_file::{CandleFile, ParsedCandle};
+
+/// How many times a command is retried after a conflict with another writer.
+const MAX_RETRIES: u32 = 5;
+
+/// What one ingest did, as `jarvis ingest candles` prints it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IngestReport {
+    /// The file.
+    pub file: String,
+    /// Its symbol.
+    pub symbol: String,
+    /// Data rows read.
+    pub rows_read: usize,
+    /// `CandleClosed` events appended.
+    pub appended: usize,
+    /// Candles the store already held (identical).
+    pub already_present: usize,
+    /// Rows dropped by the duplicate rule.
+    pub duplicates_dropped: usize,
+    /// Gaps in the series, and the intervals missing in them.
+    pub gaps: usize,
+    /// Intervals missing in the gaps.
+    pub missing_intervals: u64,
+    /// Rows that did not parse (`file:line: reason`); skipped only with `--skip-bad`.
+    pub bad_rows: Vec<String>,
+    /// Candles the store refused (`file:line: reason`), e.g. a different candle for a recorded hour.
+    pub rejected: Vec<String>,
+}
+
+/// Counts the events each successful command committed (cqrs-es reports them to queries after commit).
+#[derive(Default, Clone)]
+struct Committed(Arc<AtomicUsize>);
+
+#[async_trait::async_trait]
+impl Query<MarketFeed> for Committed {
+    async fn dispatch(&self, _aggregate_id: &str, events: &[EventEnvelope<MarketFeed>]) {
+        self.0.fetch_add(events.len(), Ordering::Relaxed);
+    }
+}
+
+/// A failure of the store while ingesting (not a refused candle, which is reported instead).
+#[derive(Debug, thiserror::Error)]
+#[error("storing candles of {feed}: {message}")]
+pub struct IngestError {
+    /// The feed being written.
+    pub feed: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Appends the candles of `file` through the `MarketFeed` aggregates, `concurrency` days at a time.
+///
+/// # Errors
+/// [`IngestError`] when the store fails; what was committed before stays committed, and a new run
+/// appends only what is missing.
+pub async fn ingest_file(
+    store: &EventStore,
+    file: &CandleFile,
+    metadata: &EventMetadata,
+    concurrency: usize,
+) -> Result<IngestReport, IngestError> {
+    let committed = Committed::default();
+    let cqrs = store
+        .cqrs::<MarketFeed>(())
+        .append_query(Box::new(committed.clone()));
+    let mut days: BTreeMap<MarketFeedId, Vec<&ParsedCandle>> = BTreeMap::new();
+    for parsed in &file.candles {
+        days.entry(MarketFeedId::of(&parsed.candle))
+            .or_default()
+            .push(parsed);
+    }
+    let name = file.path.file_name().map_or_else(
+        || file.path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let rejected: Vec<Vec<String>> = stream::iter(days)
+        .map(|(feed, candles)| {
+            let cqrs = &cqrs;
+            let name = &name;
+            async move {
+                let feed = feed.to_string();
+                let batch = MarketFeedCommand::RecordCandles {
+                    feed: feed.clone(),
+                    candles: candles.iter().map(|p| p.candle.clone()).collect(),
+                };
+                let store_error = |e: AggregateError<MarketFeedError>| IngestError {
+                    feed: feed.clone(),
+                    message: e.to_string(),
+                };
+                match execute_with_retry(cqrs, &feed, batch, metadata, MAX_RETRIES).await {
+                    Ok(_) => return Ok(vec![]),
+                    Err(AggregateError::UserError(_)) => {}
+                    Err(e) => return Err(store_error(e)),
+                }
+                // Some candle of this day was refused: record them one by one to name each refusal.
+                let mut refused = Vec::new();
+                for parsed in candles {
+                    let one = MarketFeedCommand::RecordCandle {
+                        feed: feed.clone(),
+                        candle: parsed.candle.clone(),
+                    };
+                    match execute_with_retry(cqrs, &feed, one, metadata, MAX_RETRIES).await {
+                        Ok(_) => {}
+                        Err(AggregateError::UserError(e)) => {
+                            refused.push(format!("{name}:{}: {e}", parsed.line));
+                        }
+                        Err(e) => return Err(store_error(e)),
+                    }
+                }
+                Ok(refused)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    let rejected: Vec<String> = rejected.into_iter().flatten().collect();
+    let appended = committed.0.load(Ordering::Relaxed);
+    Ok(IngestReport {
+        file: name,
+        symbol: file.symbol.to_string(),
+        rows_read: file.rows_read,
+        appended,
+        already_present: file.candles.len() - appended - rejected.len(),
+        duplicates_dropped: file.duplicates.len(),
+        gaps: file.gaps.len(),
+        missing_intervals: file.gaps.iter().map(|g| u64::from(g.missing)).sum(),
+        bad_rows: file
+            .bad_rows
+            .iter()
+            .map(|b| file.bad_row_message(b))
+            .collect(),
+        rejected,
+    })
+}

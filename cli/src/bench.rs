@@ -1,0 +1,403 @@
+//! `jarvis bench`: our rate beside a raw baseline measured in the same run, on the same servers.
+//!
+//! Benchmarks never touch the operator's data: the store benchmark writes into a scratch database on the
+//! configured Postgres server (dropped afterwards); the relay benchmark uses a scratch database too, and a
+//! private nats-server in a temporary directory, so it never publishes into a live `JARVIS_EVENTS`.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use chrono::{DateTime, TimeZone, Utc};
+use clap::Subcommand;
+use hdrhistogram::Histogram;
+use jarvis_agents::relay::{run_relay, RelaySettings};
+use jarvis_bus::envelope::headers_for;
+use jarvis_bus::server::NatsProcess;
+use jarvis_bus::{ensure_streams, StreamSettings, EVENTS_STREAM};
+use jarvis_domain::market::{MarketFeed, MarketFeedCommand, MarketFeedId};
+use jarvis_domain::{Candle, EventMetadata, Symbol};
+use jarvis_store::{execute_with_retry, Checkpoint, EventStore};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use sqlx::{Connection, Executor, PgConnection};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::stack::Endpoints;
+
+/// `jarvis bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Store append: batched and single commands vs raw `INSERT ... SELECT unnest(...)` and single-row inserts.
+    Store {
+        /// Events appended by batched commands (one command per day of 24 hourly candles).
+        #[arg(long, default_value_t = 48_000)]
+        events: usize,
+        /// Single-candle commands (latency p50/p99 measured over these).
+        #[arg(long, default_value_t = 3_000)]
+        singles: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Relay: stored events → JetStream, vs raw async-nats windowed publishing of the same messages.
+    Relay {
+        /// Events relayed.
+        #[arg(long, default_value_t = 50_000)]
+        events: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a benchmark.
+///
+/// # Errors
+/// When the servers are unreachable or the scratch database cannot be created.
+pub async fn run(config: &Config, data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<()> {
+    let endpoints = Endpoints::resolve(config, data_dir);
+    let scratch = ScratchDb::create(&endpoints.database_url).await?;
+    let result = async {
+        let store = EventStore::connect(&scratch.url, 8).await?;
+        store.migrate().await?;
+        match cmd {
+            BenchCommand::Store {
+                events,
+                singles,
+                json,
+            } => {
+                let report = bench_store(&store, events, singles).await?;
+                print_report(&report, json);
+            }
+            BenchCommand::Relay { events, json } => {
+                let report = bench_relay(&store, events).await?;
+                print_report(&report, json);
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    scratch.drop_now().await;
+    result
+}
+
+fn print_report(report: &Value, json: bool) {
+    if json {
+        println!("{report}");
+        return;
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(report).unwrap_or_default()
+    );
+}
+
+/// A throwaway database beside the configured one.
+struct ScratchDb {
+    url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl ScratchDb {
+    async fn create(base_url: &str) -> anyhow::Result<Self> {
+        let mut admin = url::Url::parse(base_url).context("parsing the database url")?;
+        admin.set_path("/postgres");
+        let name = format!("jarvis_bench_{}", Uuid::now_v7().simple());
+        let mut conn = PgConnection::connect(admin.as_str())
+            .await
+            .context("connecting to Postgres for a scratch database")?;
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await?;
+        let mut url = admin.clone();
+        url.set_path(&format!("/{name}"));
+        Ok(Self {
+            url: url.to_string(),
+            admin_url: admin.to_string(),
+            name,
+        })
+    }
+
+    async fn drop_now(self) {
+        if let Ok(mut conn) = PgConnection::connect(&self.admin_url).await {
+            let _ = conn
+                .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+                .await;
+        }
+    }
+}
+
+fn bench_symbol() -> Symbol {
+    Symbol::new_checked("BENCH/USDT").expect("valid symbol")
+}
+
+/// The `i`th hourly candle from 2020-01-01.
+fn candle(i: usize) -> Candle {
+    let start: DateTime<Utc> = Utc
+        .with_ymd_and_hms(2020, 1, 1, 0, 0, 0)
+        .single()
+        .expect("date");
+    let price = Decimal::new(10_000 + (i % 997) as i64, 2);
+    Candle {
+        symbol: bench_symbol(),
+        open_time: start + chrono::Duration::hours(i as i64),
+        open: price,
+        high: price + Decimal::ONE,
+        low: price - Decimal::ONE,
+        close: price,
+        volume: Decimal::new(12_345, 3),
+    }
+}
+
+fn rate(events: usize, elapsed: Duration) -> f64 {
+    (events as f64 / elapsed.as_secs_f64()).round()
+}
+
+fn ratio(ours: f64, baseline: f64) -> f64 {
+    ((ours / baseline) * 1000.0).round() / 1000.0
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    (h.value_at_quantile(q) as f64 / 1000.0 * 100.0).round() / 100.0
+}
+
+/// The same rows our repository writes, as text arrays for `unnest`.
+fn raw_rows(
+    candles: &[Candle],
+    metadata: &str,
+) -> (Vec<String>, Vec<i64>, Vec<String>, Vec<String>, Vec<Uuid>) {
+    let mut ids = Vec::new();
+    let mut seqs = Vec::new();
+    let mut payloads = Vec::new();
+    let mut metas = Vec::new();
+    let mut events = Vec::new();
+    for (i, c) in candles.iter().enumerate() {
+        ids.push(MarketFeedId::of(c).to_string());
+        seqs.push(i as i64 + 1);
+        payloads.push(json!({ "CandleClosed": c }).to_string());
+        metas.push(metadata.to_string());
+        events.push(Uuid::now_v7());
+    }
+    (ids, seqs, payloads, metas, events)
+}
+
+const RAW_BATCH_INSERT: &str = "
+INSERT INTO bench_raw (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, event_id)
+SELECT 'MarketFeed', u.aggregate_id, u.sequence, 'CandleClosed', '1', u.payload::json, u.metadata::json, u.event_id
+  FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::uuid[])
+       AS u(aggregate_id, sequence, payload, metadata, event_id)";
+
+async fn bench_store(store: &EventStore, events: usize, singles: usize) -> anyhow::Result<Value> {
+    let pool = store.pool();
+    // The baseline table has the events table's columns, defaults and indexes (not its NOTIFY trigger).
+    sqlx::query("CREATE TABLE bench_raw (LIKE events INCLUDING ALL)")
+        .execute(pool)
+        .await?;
+    let metadata = EventMetadata::root("jarvis-bench");
+    let metadata_json = serde_json::to_string(&metadata.to_map())?;
+    let days = events.div_ceil(24);
+    let all: Vec<Candle> = (0..days * 24).map(candle).collect();
+
+    // Raw batched insert: one autocommit statement per day of 24 rows.
+    let started = Instant::now();
+    for day in all.chunks(24) {
+        let (ids, seqs, payloads, metas, event_ids) = raw_rows(day, &metadata_json);
+        sqlx::query(RAW_BATCH_INSERT)
+            .bind(&ids)
+            .bind(&seqs)
+            .bind(&payloads)
+            .bind(&metas)
+            .bind(&event_ids)
+            .execute(pool)
+            .await?;
+    }
+    let raw_batched = rate(all.len(), started.elapsed());
+
+    // Ours: one RecordCandles command per day, through cqrs-es (load, decide, commit).
+    let cqrs = store.cqrs::<MarketFeed>(());
+    let started = Instant::now();
+    for day in all.chunks(24) {
+        let feed = MarketFeedId::of(&day[0]).to_string();
+        let command = MarketFeedCommand::RecordCandles {
+            feed: feed.clone(),
+            candles: day.to_vec(),
+        };
+        execute_with_retry(&cqrs, &feed, command, &metadata, 3).await?;
+    }
+    let ours_batched = rate(all.len(), started.elapsed());
+
+    // Singles, on fresh days after the batched ones: one candle per command.
+    let singles_candles: Vec<Candle> = (all.len()..all.len() + singles).map(candle).collect();
+    sqlx::query("TRUNCATE bench_raw").execute(pool).await?;
+    let mut raw_hist = Histogram::<u64>::new(3)?;
+    let started = Instant::now();
+    for (i, c) in singles_candles.iter().enumerate() {
+        let t = Instant::now();
+        sqlx::query(
+            "INSERT INTO bench_raw (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, event_id)
+             VALUES ('MarketFeed', $1, $2, 'CandleClosed', '1', $3::text::json, $4::text::json, $5)",
+        )
+        .bind(MarketFeedId::of(c).to_string())
+        .bind(i as i64 + 1)
+        .bind(json!({ "CandleClosed": c }).to_string())
+        .bind(&metadata_json)
+        .bind(Uuid::now_v7())
+        .execute(pool)
+        .await?;
+        raw_hist.record(t.elapsed().as_micros() as u64)?;
+    }
+    let raw_single = rate(singles, started.elapsed());
+    let mut hist = Histogram::<u64>::new(3)?;
+    let started = Instant::now();
+    for c in &singles_candles {
+        let feed = MarketFeedId::of(c).to_string();
+        let t = Instant::now();
+        let command = MarketFeedCommand::RecordCandle {
+            feed: feed.clone(),
+            candle: c.clone(),
+        };
+        execute_with_retry(&cqrs, &feed, command, &metadata, 3).await?;
+        hist.record(t.elapsed().as_micros() as u64)?;
+    }
+    let ours_single = rate(singles, started.elapsed());
+    Ok(json!({
+        "benchmark": "store",
+        "batched": {
+            "events": all.len(),
+            "events_per_command": 24,
+            "events_per_sec": ours_batched,
+            "baseline": "raw INSERT ... SELECT unnest(...) of 24 rows per autocommit statement, same table shape",
+            "baseline_events_per_sec": raw_batched,
+            "ratio": ratio(ours_batched, raw_batched),
+        },
+        "single": {
+            "events": singles,
+            "events_per_sec": ours_single,
+            "p50_ms": ms(&hist, 0.5),
+            "p99_ms": ms(&hist, 0.99),
+            "baseline": "raw single-row autocommit INSERT, same table shape",
+            "baseline_events_per_sec": raw_single,
+            "baseline_p50_ms": ms(&raw_hist, 0.5),
+            "baseline_p99_ms": ms(&raw_hist, 0.99),
+            "ratio": ratio(ours_single, raw_single),
+        },
+    }))
+}
+
+async fn bench_relay(store: &EventStore, events: usize) -> anyhow::Result<Value> {
+    // Fill the store with `events` candles quickly (one day per aggregate, 24 per day).
+    let metadata = serde_json::to_string(&EventMetadata::root("jarvis-bench").to_map())?;
+    let all: Vec<Candle> = (0..events).map(candle).collect();
+    for chunk in all.chunks(5_000) {
+        let (ids, _, payloads, metas, event_ids) = raw_rows(chunk, &metadata);
+        let seqs: Vec<i64> = chunk
+            .iter()
+            .map(|c| i64::from(chrono::Timelike::hour(&c.open_time)) + 1)
+            .collect();
+        sqlx::query(&RAW_BATCH_INSERT.replace("bench_raw", "events"))
+            .bind(&ids)
+            .bind(&seqs)
+            .bind(&payloads)
+            .bind(&metas)
+            .bind(&event_ids)
+            .execute(store.pool())
+            .await?;
+    }
+    let recorded = store
+        .read_after(Checkpoint::default(), events as i64)
+        .await?;
+    anyhow::ensure!(
+        recorded.len() == events,
+        "expected {events} stored events, read {}",
+        recorded.len()
+    );
+
+    let dir = tempfile_dir()?;
+    let nats = NatsProcess::start(&dir, None)?;
+    let (_client, js) = jarvis_bus::connect(&nats.url(), "jarvis-bench").await?;
+    ensure_streams(&js, &StreamSettings::default()).await?;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BENCH_RAW".into(),
+        subjects: vec!["bench.raw.>".into()],
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("creating BENCH_RAW: {e}"))?;
+
+    // Baseline: the same messages (headers, body, ids), prepared in memory, published with a window of
+    // 256 acks in flight: what async-nats can do with no store to read.
+    let window = RelaySettings::default().window;
+    let prepared: Vec<(String, PublishMessage)> = recorded
+        .iter()
+        .map(|e| {
+            let subject = e.subject().replacen("jarvis.evt", "bench.raw", 1);
+            let body = Bytes::from(serde_json::to_vec(&e.payload).unwrap_or_default());
+            (
+                subject,
+                PublishMessage::build()
+                    .headers(headers_for(e))
+                    .payload(body),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let mut inflight: VecDeque<PublishAckFuture> = VecDeque::new();
+    for (subject, message) in prepared {
+        inflight.push_back(js.send_publish(subject, message).await?);
+        if inflight.len() >= window {
+            if let Some(ack) = inflight.pop_front() {
+                ack.await?;
+            }
+        }
+    }
+    while let Some(ack) = inflight.pop_front() {
+        ack.await?;
+    }
+    let baseline = rate(events, started.elapsed());
+
+    // Ours: the real relay, from the store to JARVIS_EVENTS, until the stream holds every event.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let relay = tokio::spawn(run_relay(
+        store.clone(),
+        js.clone(),
+        RelaySettings::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut stream = js.get_stream(EVENTS_STREAM).await?;
+    loop {
+        if stream.info().await?.state.messages as usize >= events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ours = rate(events, started.elapsed());
+    let _ = stop.send(());
+    let _ = relay.await;
+    drop(nats);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(json!({
+        "benchmark": "relay",
+        "events": events,
+        "events_per_sec": ours,
+        "baseline": "raw async-nats publishing of the same messages from memory, 256 acks in flight",
+        "baseline_events_per_sec": baseline,
+        "ratio": ratio(ours, baseline),
+        "nats": "private nats-server on 127.0.0.1, file storage",
+    }))
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("jarvis-bench-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

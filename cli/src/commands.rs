@@ -1,0 +1,374 @@
+//! The operator commands.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use clap::Subcommand;
+use futures::StreamExt;
+use jarvis_agents::market::candle_file::read_candle_file;
+use jarvis_agents::market::ingest::ingest_file;
+use jarvis_agents::relay::run_relay;
+use jarvis_bus::{ensure_streams, Envelope, DLQ_STREAM, EVENTS_STREAM};
+use jarvis_domain::{EventMetadata, Symbol};
+use jarvis_store::EventStore;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::stack::{Endpoints, LocalStack};
+use crate::{shutdown_signal, Exit};
+
+/// `jarvis ingest ...`
+#[derive(Debug, Subcommand)]
+pub enum IngestCommand {
+    /// Append candles from CSV files (Binance hourly or Yahoo daily exports) as `CandleClosed` events.
+    Candles {
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The symbol, e.g. SOL/USDT (default: the file's symbol column, or its name).
+        #[arg(long)]
+        symbol: Option<Symbol>,
+        /// Ingest the good rows of a file that has unparseable rows (default: refuse the file, exit 2).
+        #[arg(long)]
+        skip_bad: bool,
+        /// Days written at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Print one JSON object per file.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `jarvis events ...`
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print events from JetStream, one per line, oldest first.
+    Tail {
+        /// Subject filter, e.g. `jarvis.evt.market.>`.
+        #[arg(long, default_value = "jarvis.evt.>")]
+        subject: String,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Only events published from now on.
+        #[arg(long)]
+        new: bool,
+        /// Keep waiting for new events at the end of the stream.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line, with the envelope attributes and the payload.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Connects to the store and the bus, and migrates both.
+async fn connect_and_migrate(
+    config: &Config,
+    endpoints: &Endpoints,
+    name: &str,
+) -> anyhow::Result<(EventStore, async_nats::jetstream::Context)> {
+    let store = endpoints.store(config).await?;
+    store.migrate().await.context("migrating the store")?;
+    let (_, js) = endpoints.bus(name).await?;
+    ensure_streams(&js, &config.stream_settings()).await?;
+    Ok((store, js))
+}
+
+/// `jarvis migrate`.
+///
+/// # Errors
+/// When the store or the bus is unreachable or refuses.
+pub async fn migrate(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
+    let endpoints = Endpoints::resolve(config, data_dir);
+    connect_and_migrate(config, &endpoints, "jarvis-migrate").await?;
+    println!(
+        "migrated: store at {} and streams {EVENTS_STREAM}, {DLQ_STREAM} at {}",
+        jarvis_store::redact_url(&endpoints.database_url),
+        endpoints.nats_url
+    );
+    Ok(())
+}
+
+/// `jarvis ingest candles`.
+///
+/// # Errors
+/// [`Exit`] with code 2 when a file has bad rows (without `--skip-bad`), or refused candles; store errors.
+pub async fn ingest(config: &Config, data_dir: &Path, cmd: IngestCommand) -> anyhow::Result<()> {
+    let IngestCommand::Candles {
+        files,
+        symbol,
+        skip_bad,
+        concurrency,
+        json,
+    } = cmd;
+    // Read every file first: a bad file stops the command before anything is written.
+    let mut parsed = Vec::new();
+    for path in &files {
+        let file = read_candle_file(path, symbol.as_ref()).map_err(|e| Exit {
+            code: 2,
+            message: e.to_string(),
+        })?;
+        if !file.bad_rows.is_empty() && !skip_bad {
+            let mut message = format!(
+                "{}: {} unparseable row(s); nothing was written (use --skip-bad to ingest the rest):",
+                path.display(),
+                file.bad_rows.len()
+            );
+            for bad in file.bad_rows.iter().take(20) {
+                message.push_str(&format!("\n  {}", file.bad_row_message(bad)));
+            }
+            if file.bad_rows.len() > 20 {
+                message.push_str(&format!("\n  ... and {} more", file.bad_rows.len() - 20));
+            }
+            return Err(Exit { code: 2, message }.into());
+        }
+        parsed.push(file);
+    }
+    let endpoints = Endpoints::resolve(config, data_dir);
+    let store = endpoints.store(config).await?;
+    store.migrate().await.context("migrating the store")?;
+    let metadata = EventMetadata::root("jarvis-ingest");
+    let mut refused = 0;
+    for file in &parsed {
+        let report = ingest_file(&store, file, &metadata, concurrency).await?;
+        refused += report.rejected.len();
+        if json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!(
+                "{} ({}): read {}, appended {}, already present {}, duplicates dropped {}, gaps {} ({} missing), bad rows skipped {}, rejected {}",
+                report.file,
+                report.symbol,
+                report.rows_read,
+                report.appended,
+                report.already_present,
+                report.duplicates_dropped,
+                report.gaps,
+                report.missing_intervals,
+                report.bad_rows.len(),
+                report.rejected.len()
+            );
+            for line in report.bad_rows.iter().chain(&report.rejected) {
+                println!("  {line}");
+            }
+        }
+    }
+    if refused > 0 {
+        return Err(Exit {
+            code: 2,
+            message: format!("{refused} candle(s) refused by the store (listed above)"),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// `jarvis relay`: the relay alone, until SIGINT/SIGTERM.
+///
+/// # Errors
+/// When the store or the bus cannot be reached at start.
+pub async fn relay(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
+    let endpoints = Endpoints::resolve(config, data_dir);
+    let (store, js) = connect_and_migrate(config, &endpoints, "jarvis-relay").await?;
+    run_relay(store, js, config.relay_settings(), shutdown_signal()).await;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+/// `jarvis up`: private servers where none is configured, then the relay and every agent, until
+/// SIGINT/SIGTERM.
+///
+/// # Errors
+/// When a server cannot be started or reached.
+pub async fn up(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
+    let stack = LocalStack::start(config, data_dir)?;
+    let endpoints = stack.endpoints.clone();
+    let (store, js) = connect_and_migrate(config, &endpoints, "jarvis-up").await?;
+    println!(
+        "jarvis is up: store {} · bus {} · press Ctrl-C to stop",
+        jarvis_store::redact_url(&endpoints.database_url),
+        endpoints.nats_url
+    );
+    run_relay(store, js, config.relay_settings(), shutdown_signal()).await;
+    tracing::info!("stopping");
+    drop(stack);
+    Ok(())
+}
+
+/// `jarvis events tail`.
+///
+/// # Errors
+/// When the bus is unreachable or the stream is missing.
+pub async fn events(config: &Config, data_dir: &Path, cmd: EventsCommand) -> anyhow::Result<()> {
+    let EventsCommand::Tail {
+        subject,
+        limit,
+        new,
+        follow,
+        json,
+    } = cmd;
+    let endpoints = Endpoints::resolve(config, data_dir);
+    let (_, js) = endpoints.bus("jarvis-events-tail").await?;
+    let stream = js
+        .get_stream(EVENTS_STREAM)
+        .await
+        .with_context(|| format!("opening stream {EVENTS_STREAM} (run `jarvis migrate`)"))?;
+    let mut consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: subject.clone(),
+            deliver_policy: if new {
+                DeliverPolicy::New
+            } else {
+                DeliverPolicy::All
+            },
+            ..Default::default()
+        })
+        .await
+        .context("creating an ordered consumer")?;
+    let follow = follow || new;
+    if !follow && consumer.info().await?.num_pending == 0 {
+        return Ok(());
+    }
+    let mut messages = consumer.messages().await.context("reading the stream")?;
+    let mut printed = 0;
+    while limit.is_none_or(|l| printed < l) {
+        let next = tokio::select! {
+            next = messages.next() => next,
+            _ = shutdown_signal() => break,
+        };
+        let Some(message) = next else { break };
+        let message = message.context("reading the stream")?;
+        let pending = message.info().map(|i| i.pending).unwrap_or(0);
+        let line = match Envelope::from_parts(
+            message.subject.as_str(),
+            message.headers.as_ref(),
+            message.payload.clone(),
+        ) {
+            Ok(env) if json => env.to_json().to_string(),
+            Ok(env) => format!(
+                "{:>8} {} {} {}",
+                env.position,
+                env.ce_type,
+                env.subject,
+                String::from_utf8_lossy(&env.data)
+            ),
+            Err(e) if json => json!({
+                "nats_subject": message.subject.as_str(),
+                "error": e.to_string(),
+                "data": String::from_utf8_lossy(&message.payload),
+            })
+            .to_string(),
+            Err(e) => format!("{} (not a Jarvis event: {e})", message.subject),
+        };
+        println!("{line}");
+        printed += 1;
+        if pending == 0 && !follow {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// `jarvis status`.
+///
+/// # Errors
+/// When the store or the bus is unreachable.
+pub async fn status(config: &Config, data_dir: &Path, json_out: bool) -> anyhow::Result<()> {
+    let endpoints = Endpoints::resolve(config, data_dir);
+    let store = endpoints.store(config).await?;
+    store.migrate().await.context("migrating the store")?;
+    let head = store.head_position().await?;
+    let count = store.count().await?;
+    let checkpoint = store
+        .load_checkpoint(&config.relay_settings().checkpoint)
+        .await?;
+    let (_, js) = endpoints.bus("jarvis-status").await?;
+    let mut streams = Vec::new();
+    for name in [EVENTS_STREAM, DLQ_STREAM] {
+        let value = match js.get_stream(name).await {
+            Ok(mut stream) => {
+                let info = stream.info().await?.clone();
+                let mut consumers = Vec::new();
+                let mut names = stream.consumer_names();
+                while let Some(Ok(consumer)) = names.next().await {
+                    let mut c = stream
+                        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("reading consumer {consumer}: {e}"))?;
+                    let ci = c.info().await?;
+                    if ci.config.durable_name.is_some() {
+                        consumers.push(json!({
+                            "name": consumer,
+                            "num_pending": ci.num_pending,
+                            "num_ack_pending": ci.num_ack_pending,
+                            "num_redelivered": ci.num_redelivered,
+                            "delivered_stream_seq": ci.delivered.stream_sequence,
+                        }));
+                    }
+                }
+                json!({
+                    "name": name,
+                    "messages": info.state.messages,
+                    "bytes": info.state.bytes,
+                    "first_seq": info.state.first_sequence,
+                    "last_seq": info.state.last_sequence,
+                    "consumers": consumers,
+                })
+            }
+            Err(e) => json!({"name": name, "error": e.to_string()}),
+        };
+        streams.push(value);
+    }
+    let report = json!({
+        "database_url": jarvis_store::redact_url(&endpoints.database_url),
+        "nats_url": endpoints.nats_url,
+        "store": {"head_position": head, "events": count},
+        "relay": {
+            "checkpoint_position": checkpoint.position,
+            "checkpoint_txid": checkpoint.txid,
+            "lag_events": (head - checkpoint.position).max(0),
+        },
+        "streams": streams,
+    });
+    if json_out {
+        println!("{report}");
+        return Ok(());
+    }
+    println!(
+        "store    {}  head position {head}, {count} events",
+        report["database_url"].as_str().unwrap_or("")
+    );
+    println!(
+        "relay    checkpoint position {}, lag {} events",
+        checkpoint.position,
+        (head - checkpoint.position).max(0)
+    );
+    for s in &streams {
+        if let Some(err) = s.get("error") {
+            println!("stream   {}: {err}", s["name"]);
+            continue;
+        }
+        println!(
+            "stream   {} {} messages, {} bytes, seq {}..{}",
+            s["name"].as_str().unwrap_or(""),
+            s["messages"],
+            s["bytes"],
+            s["first_seq"],
+            s["last_seq"]
+        );
+        for c in s["consumers"].as_array().into_iter().flatten() {
+            println!(
+                "consumer {} pending {}, ack pending {}, redelivered {}",
+                c["name"].as_str().unwrap_or(""),
+                c["num_pending"],
+                c["num_ack_pending"],
+                c["num_redelivered"]
+            );
+        }
+    }
+    Ok(())
+}

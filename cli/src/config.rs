@@ -1,0 +1,269 @@
+//! Configuration: `jarvis.toml` (from `--config`, `JARVIS_CONFIG`, or `./jarvis.toml` if present), then
+//! `JARVIS_<SECTION>__<KEY>` environment variables, then the short forms `JARVIS_DATABASE_URL` and
+//! `JARVIS_NATS_URL`. Unknown keys are errors that name the key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[database]`
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// `[nats]`
+    #[serde(default)]
+    pub nats: NatsConfig,
+    /// `[relay]`
+    #[serde(default)]
+    pub relay: RelayConfig,
+}
+
+/// `[database]`: the event store.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://...`; when unset, `jarvis up` runs a private cluster and other commands use the one
+    /// `jarvis up` started, or `postgres://postgres@127.0.0.1:5432/jarvis`.
+    pub url: Option<String>,
+    /// Pool size.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.url.as_deref().map(jarvis_store::redact_url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+fn default_max_connections() -> u32 {
+    10
+}
+
+/// `[nats]`: the bus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://...`; when unset, like `database.url`.
+    pub url: Option<String>,
+    /// How long `JARVIS_EVENTS` keeps events, in seconds (0: forever; the store keeps them regardless).
+    #[serde(default)]
+    pub max_age_secs: u64,
+    /// JetStream duplicate window, in seconds (at least 120).
+    #[serde(default = "default_duplicate_window")]
+    pub duplicate_window_secs: u64,
+    /// Stream replicas (1 on one server, 3 on a cluster).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_age_secs: 0,
+            duplicate_window_secs: default_duplicate_window(),
+            replicas: default_replicas(),
+        }
+    }
+}
+
+fn default_duplicate_window() -> u64 {
+    120
+}
+
+fn default_replicas() -> usize {
+    1
+}
+
+/// `[relay]`: the outbox relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Events read from the store per batch.
+    #[serde(default = "default_batch")]
+    pub batch: i64,
+    /// Publishes awaiting their ack at once.
+    #[serde(default = "default_window")]
+    pub window: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch: default_batch(),
+            window: default_window(),
+        }
+    }
+}
+
+fn default_batch() -> i64 {
+    1_000
+}
+
+fn default_window() -> usize {
+    256
+}
+
+impl Config {
+    /// Loads the configuration: file, then environment.
+    ///
+    /// # Errors
+    /// A missing explicit file, a syntax error, an unknown key or a bad value, named with its source.
+    pub fn load(explicit: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::new();
+        let path: Option<PathBuf> = match explicit {
+            Some(p) => {
+                anyhow::ensure!(p.exists(), "config file {} does not exist", p.display());
+                Some(p.to_path_buf())
+            }
+            None => Some(PathBuf::from("jarvis.toml")).filter(|p| p.exists()),
+        };
+        if let Some(path) = &path {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment
+            .merge(
+                Env::prefixed("JARVIS_")
+                    .filter(|k| k.as_str().contains("__"))
+                    .split("__"),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["JARVIS_DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["JARVIS_NATS_URL"])
+                    .map(|_| "nats.url".into()),
+            );
+        let config: Self = figment.extract().map_err(|e| {
+            let mut text = String::new();
+            for err in e {
+                text.push_str(&format!("\n  - {err}"));
+            }
+            anyhow::anyhow!("invalid configuration:{text}")
+        })?;
+        config.validate().with_context(|| {
+            format!(
+                "invalid configuration{}",
+                path.map(|p| format!(" in {}", p.display()))
+                    .unwrap_or_default()
+            )
+        })?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    ///
+    /// # Errors
+    /// The key, its value and the allowed range.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.nats.duplicate_window_secs >= 120,
+            "nats.duplicate_window_secs = {}: must be at least 120 (the relay relies on it)",
+            self.nats.duplicate_window_secs
+        );
+        anyhow::ensure!(
+            (1..=5).contains(&self.nats.replicas),
+            "nats.replicas = {}: must be 1 to 5",
+            self.nats.replicas
+        );
+        anyhow::ensure!(
+            self.relay.batch > 0,
+            "relay.batch = {}: must be positive",
+            self.relay.batch
+        );
+        anyhow::ensure!(self.relay.window > 0, "relay.window = 0: must be positive");
+        anyhow::ensure!(
+            self.database.max_connections > 0,
+            "database.max_connections = 0: must be positive"
+        );
+        Ok(())
+    }
+
+    /// The streams' settings.
+    pub fn stream_settings(&self) -> jarvis_bus::StreamSettings {
+        jarvis_bus::StreamSettings {
+            max_age: Duration::from_secs(self.nats.max_age_secs),
+            duplicate_window: Duration::from_secs(self.nats.duplicate_window_secs),
+            replicas: self.nats.replicas,
+        }
+    }
+
+    /// The relay's settings.
+    pub fn relay_settings(&self) -> jarvis_agents::relay::RelaySettings {
+        jarvis_agents::relay::RelaySettings {
+            batch: self.relay.batch,
+            window: self.relay.window,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn file_then_env_with_short_forms() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "jarvis.toml",
+                "[database]\nurl = \"postgres://file/db\"\n[nats]\nurl = \"nats://file:4222\"\nreplicas = 1\n",
+            )?;
+            jail.set_env("JARVIS_NATS_URL", "nats://env:4222");
+            jail.set_env("JARVIS_RELAY__WINDOW", "64");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.database.url.as_deref(), Some("postgres://file/db"));
+            assert_eq!(c.nats.url.as_deref(), Some("nats://env:4222"));
+            assert_eq!(c.relay.window, 64);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file("jarvis.toml", "[nats]\nurll = \"x\"\n")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("urll"), "{err}");
+            jail.create_file("jarvis.toml", "[nats]\nduplicate_window_secs = 5\n")?;
+            let err = format!("{:#}", Config::load(None).unwrap_err());
+            assert!(err.contains("nats.duplicate_window_secs = 5"), "{err}");
+            jail.create_file("jarvis.toml", "")?;
+            jail.set_env("JARVIS_RELAY__BATCHH", "5");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("batchh"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let mut c = Config::default();
+        c.database.url = Some("postgres://u:hunter2@h/db".into());
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,144 @@
+//! `jarvis`: the composition root. Reads the configuration, wires the store, the bus and the agents, and
+//! offers every operator command.
+//!
+//! # Layout
+//! - [`config`]: `jarvis.toml` + `JARVIS_*` environment.
+//! - [`stack`]: where the store and the bus are, and `jarvis up`'s private nats-server and Postgres.
+//! - [`commands`]: `migrate`, `ingest`, `relay`, `up`, `events tail`, `status`.
+//! - [`bench`]: `jarvis bench store|relay`, our rate beside a raw baseline measured in the same run.
+
+pub mod bench;
+pub mod commands;
+pub mod config;
+pub mod stack;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Jarvis: an event-sourced swarm of agents that trades crypto for its owner.
+#[derive(Debug, Parser)]
+#[command(name = "jarvis", version, about)]
+pub struct Cli {
+    /// Configuration file (default: ./jarvis.toml when present).
+    #[arg(long, global = true, env = "JARVIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of `jarvis up`'s private servers and state.
+    #[arg(
+        long,
+        global = true,
+        env = "JARVIS_DATA_DIR",
+        default_value = ".jarvis"
+    )]
+    pub data_dir: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply Postgres migrations and provision the JetStream streams (idempotent).
+    Migrate,
+    /// Append recorded data to the store.
+    #[command(subcommand)]
+    Ingest(commands::IngestCommand),
+    /// Run the outbox relay alone (store → JetStream).
+    Relay,
+    /// Run the relay and every agent; with no database or NATS URL configured, start private servers too.
+    Up,
+    /// Read events from the bus.
+    #[command(subcommand)]
+    Events(commands::EventsCommand),
+    /// Store head, relay checkpoint and lag, stream and consumer statistics.
+    Status {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks: our rate beside a raw baseline, measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// An error that maps to a specific exit code (2: bad input).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    /// The process exit code.
+    pub code: u8,
+    /// What to print.
+    pub message: String,
+}
+
+/// Parses the command line, runs the command, and maps errors to exit codes (1, or an [`Exit`]'s code).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JARVIS_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn,async_nats=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            match e.downcast_ref::<Exit>() {
+                Some(exit) => ExitCode::from(exit.code),
+                None => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// Runs one parsed command line.
+///
+/// # Errors
+/// Whatever the command reports; [`Exit`] for a specific exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = config::Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Migrate => commands::migrate(&config, &cli.data_dir).await,
+        Command::Ingest(cmd) => commands::ingest(&config, &cli.data_dir, cmd).await,
+        Command::Relay => commands::relay(&config, &cli.data_dir).await,
+        Command::Up => commands::up(&config, &cli.data_dir).await,
+        Command::Events(cmd) => commands::events(&config, &cli.data_dir, cmd).await,
+        Command::Status { json } => commands::status(&config, &cli.data_dir, json).await,
+        Command::Bench(cmd) => bench::run(&config, &cli.data_dir, cmd).await,
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

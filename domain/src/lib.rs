@@ -1,0 +1,16 @@
+//! Jarvis's domain: aggregates, commands, events and value types. Pure: no I/O, no async runtime.
+//!
+//! # Layout
+//! - [`values`]: checked newtypes (`Symbol`) and the [`Candle`] value.
+//! - [`market`]: the `MarketFeed` aggregate (one per symbol and UTC day) and its `CandleClosed` event.
+//! - [`event`]: what every stored event carries ([`EventMetadata`], [`RecordedEvent`]), the CloudEvents type
+//!   naming (`jarvis.<context>.<EventType>.v<N>`), and [`AnyEvent`], the registry that decodes any event on the bus.
+//! - [`schema`]: JSON Schemas of every event type, written to `schemas/` and checked for drift by a test.
+
+pub mod event;
+pub mod market;
+pub mod schema;
+pub mod values;
+
+pub use event::{AnyEvent, DecodeError, EventMetadata, JarvisAggregate, RecordedEvent};
+pub use values::{Candle, DomainError, Symbol};
