@@ -502,7 +502,8 @@ fn free_port() -> Result<u16, LaunchError> {
         .port())
 }
 
-/// Whether the server completes a startup handshake as `postgres` (during startup or recovery it refuses).
+/// Whether the server answers a startup packet as anything but "the database system is starting up"
+/// (SQLSTATE 57P03, also sent during crash recovery): authentication, or any other error, means it is up.
 fn accepts_connections(port: u16) -> bool {
     let timeout = Duration::from_secs(1);
     let Ok(mut stream) = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), timeout)
@@ -517,16 +518,26 @@ fn accepts_connections(port: u16) -> bool {
     }
     let mut message = (body.len() as u32 + 4).to_be_bytes().to_vec();
     message.extend(body);
-    let mut reply = [0u8; 1];
-    let ready = stream
+    let mut header = [0u8; 5];
+    if stream
         .write_all(&message)
-        .and_then(|()| stream.read_exact(&mut reply))
-        .is_ok()
-        && reply[0] == b'R';
-    if ready {
-        let _ = stream.write_all(&[b'X', 0, 0, 0, 4]); // Terminate
+        .and_then(|()| stream.read_exact(&mut header))
+        .is_err()
+    {
+        return false;
     }
-    ready
+    match header[0] {
+        b'R' => {
+            let _ = stream.write_all(&[b'X', 0, 0, 0, 4]); // Terminate
+            true
+        }
+        b'E' => {
+            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+            let mut fields = vec![0u8; (len.saturating_sub(4) as usize).min(4096)];
+            stream.read_exact(&mut fields).is_ok() && !fields.windows(5).any(|w| w == b"57P03")
+        }
+        _ => false,
+    }
 }
 
 fn last_lines(text: &str, count: usize) -> String {
@@ -576,7 +587,20 @@ mod tests {
             "CREATE TABLE survivor (x int); INSERT INTO survivor VALUES (42)",
         );
         let port = pg.port();
+        let again = PostgresProcess::start(&data, None).err();
+        assert!(
+            matches!(again, Some(LaunchError::AlreadyRunning { .. })),
+            "{again:?}"
+        );
         pg.stop().expect("clean stop");
+        let squatter = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let taken = squatter.local_addr().expect("addr").port();
+        let refused = PostgresProcess::start(&data, Some(taken)).err();
+        assert!(
+            matches!(refused, Some(LaunchError::PortInUse { .. })),
+            "{refused:?}"
+        );
+        drop(squatter);
         assert!(
             TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err(),
             "still listening after stop"
@@ -611,5 +635,26 @@ mod tests {
             Ok(_) => panic!("started on a foreign directory"),
         }
         assert!(data.join("precious.txt").exists());
+    }
+
+    #[test]
+    fn server_names_the_directory_postgres_cannot_enter() {
+        if id(&["-u"]).as_deref() != Some("0") || find_bindir().is_none() {
+            return eprintln!("skipped: only root runs postgres as another user");
+        }
+        let tmp = tempfile::tempdir().expect("temp dir");
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+        let err = PostgresProcess::start(&tmp.path().join("pgdata"), None).err();
+        let blocked = tmp
+            .path()
+            .canonicalize()
+            .expect("resolve")
+            .display()
+            .to_string();
+        assert!(
+            matches!(&err, Some(LaunchError::Unreachable { blocked: b, .. }) if *b == blocked),
+            "{err:?}"
+        );
+        eprintln!("{}", err.expect("error"));
     }
 }

@@ -1,0 +1,155 @@
+//! Helpers shared by the scenario tests.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::Context;
+use async_nats::HeaderMap;
+use chrono::{Duration as Days, TimeZone, Utc};
+use futures::StreamExt;
+use jarvis_bus::{ensure_streams, StreamSettings, EVENTS_STREAM};
+use jarvis_domain::market::{MarketFeed, MarketFeedCommand, MarketFeedId};
+use jarvis_domain::{Candle, EventMetadata, Symbol};
+use jarvis_store::{execute_with_retry, EventStore};
+use jarvis_testkit::{eventually, NatsServer, TestDb};
+use rust_decimal::Decimal;
+
+/// A private nats-server, a fresh database, and clients of both, migrated and provisioned.
+pub struct Env {
+    pub nats: NatsServer,
+    pub db: TestDb,
+    pub store: EventStore,
+    pub client: async_nats::Client,
+    pub js: Context,
+}
+
+impl Env {
+    pub async fn start() -> Self {
+        let nats = NatsServer::start();
+        let db = TestDb::create().await;
+        let store = EventStore::connect(db.url(), 8).await.unwrap();
+        store.migrate().await.unwrap();
+        let (client, js) = jarvis_bus::connect(&nats.url(), "test").await.unwrap();
+        ensure_streams(&js, &StreamSettings::default())
+            .await
+            .unwrap();
+        Self {
+            nats,
+            db,
+            store,
+            client,
+            js,
+        }
+    }
+}
+
+/// Appends `days` days of 24 hourly candles of `symbol`, from day `first` after 2021-01-01, one command
+/// per day, and returns the metadata used.
+pub async fn append_days(store: &EventStore, symbol: &str, first: i64, days: i64) -> EventMetadata {
+    let metadata = EventMetadata::root("test-writer");
+    let cqrs = store.cqrs::<MarketFeed>(());
+    let start = Utc.with_ymd_and_hms(2021, 1, 1, 0, 0, 0).unwrap();
+    for day in first..first + days {
+        let candles: Vec<Candle> = (0..24)
+            .map(|h| {
+                let p = Decimal::new(100 + h, 0);
+                Candle {
+                    symbol: Symbol::new_checked(symbol).unwrap(),
+                    open_time: start + Days::days(day) + Days::hours(h),
+                    open: p,
+                    high: p + Decimal::ONE,
+                    low: p - Decimal::ONE,
+                    close: p,
+                    volume: Decimal::ONE,
+                }
+            })
+            .collect();
+        let feed = MarketFeedId::of(&candles[0]).to_string();
+        execute_with_retry(
+            &cqrs,
+            &feed,
+            MarketFeedCommand::RecordCandles {
+                feed: feed.clone(),
+                candles,
+            },
+            &metadata,
+            5,
+        )
+        .await
+        .unwrap();
+    }
+    metadata
+}
+
+/// A message read back from a stream.
+#[derive(Debug, Clone)]
+pub struct StreamMessage {
+    pub subject: String,
+    pub headers: HeaderMap,
+    pub payload: Vec<u8>,
+}
+
+/// Every message of a stream, in stream order.
+pub async fn read_stream(js: &Context, stream: &str) -> Vec<StreamMessage> {
+    let stream = js.get_stream(stream).await.unwrap();
+    let mut consumer = stream
+        .create_consumer(OrderedConfig::default())
+        .await
+        .unwrap();
+    if consumer.info().await.unwrap().num_pending == 0 {
+        return vec![];
+    }
+    let mut messages = consumer.messages().await.unwrap();
+    let mut out = Vec::new();
+    while let Some(m) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .expect("stream read stalled")
+    {
+        let m = m.unwrap();
+        let pending = m.info().unwrap().pending;
+        out.push(StreamMessage {
+            subject: m.subject.to_string(),
+            headers: m.headers.clone().unwrap_or_default(),
+            payload: m.payload.to_vec(),
+        });
+        if pending == 0 {
+            break;
+        }
+    }
+    out
+}
+
+/// The distinct `Nats-Msg-Id`s of some messages.
+pub fn msg_ids(messages: &[StreamMessage]) -> std::collections::HashSet<String> {
+    messages
+        .iter()
+        .map(|m| m.headers.get("Nats-Msg-Id").unwrap().to_string())
+        .collect()
+}
+
+/// Waits until `stream` holds at least `n` messages.
+pub async fn wait_stream_len_of(js: &Context, stream: &str, n: usize) {
+    eventually(
+        Duration::from_secs(60),
+        &format!("{n} messages in {stream}"),
+        || async {
+            let mut s = js.get_stream(stream).await.ok()?;
+            let have = s.info().await.ok()?.state.messages as usize;
+            (have >= n).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Waits until `JARVIS_EVENTS` holds at least `n` messages.
+pub async fn wait_stream_len(js: &Context, n: usize) {
+    wait_stream_len_of(js, EVENTS_STREAM, n).await;
+}
+
+/// How many messages `JARVIS_EVENTS` holds.
+pub async fn stream_len(js: &Context) -> usize {
+    let mut s = js.get_stream(EVENTS_STREAM).await.unwrap();
+    s.info().await.unwrap().state.messages as usize
+}
