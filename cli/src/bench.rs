@@ -167,24 +167,41 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     (h.value_at_quantile(q) as f64 / 1000.0 * 100.0).round() / 100.0
 }
 
-/// The same rows our repository writes, as text arrays for `unnest`.
-fn raw_rows(
-    candles: &[Candle],
-    metadata: &str,
-) -> (Vec<String>, Vec<i64>, Vec<String>, Vec<String>, Vec<Uuid>) {
-    let mut ids = Vec::new();
-    let mut seqs = Vec::new();
-    let mut payloads = Vec::new();
-    let mut metas = Vec::new();
-    let mut events = Vec::new();
-    for (i, c) in candles.iter().enumerate() {
-        ids.push(MarketFeedId::of(c).to_string());
-        seqs.push(i as i64 + 1);
-        payloads.push(json!({ "CandleClosed": c }).to_string());
-        metas.push(metadata.to_string());
-        events.push(Uuid::now_v7());
+/// The rows our repository writes for some candles (one aggregate per day), as arrays for `unnest`.
+#[derive(Default)]
+struct RawRows {
+    aggregate_ids: Vec<String>,
+    sequences: Vec<i64>,
+    payloads: Vec<String>,
+    metadata: Vec<String>,
+    event_ids: Vec<Uuid>,
+}
+
+impl RawRows {
+    fn of(candles: &[Candle], metadata: &str) -> Self {
+        let mut rows = Self::default();
+        for c in candles {
+            rows.aggregate_ids.push(MarketFeedId::of(c).to_string());
+            rows.sequences
+                .push(i64::from(chrono::Timelike::hour(&c.open_time)) + 1);
+            rows.payloads.push(json!({ "CandleClosed": c }).to_string());
+            rows.metadata.push(metadata.to_string());
+            rows.event_ids.push(Uuid::now_v7());
+        }
+        rows
     }
-    (ids, seqs, payloads, metas, events)
+
+    async fn insert(&self, pool: &sqlx::PgPool, table: &str) -> anyhow::Result<()> {
+        sqlx::query(&RAW_BATCH_INSERT.replace("bench_raw", table))
+            .bind(&self.aggregate_ids)
+            .bind(&self.sequences)
+            .bind(&self.payloads)
+            .bind(&self.metadata)
+            .bind(&self.event_ids)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
 }
 
 const RAW_BATCH_INSERT: &str = "
@@ -207,14 +224,8 @@ async fn bench_store(store: &EventStore, events: usize, singles: usize) -> anyho
     // Raw batched insert: one autocommit statement per day of 24 rows.
     let started = Instant::now();
     for day in all.chunks(24) {
-        let (ids, seqs, payloads, metas, event_ids) = raw_rows(day, &metadata_json);
-        sqlx::query(RAW_BATCH_INSERT)
-            .bind(&ids)
-            .bind(&seqs)
-            .bind(&payloads)
-            .bind(&metas)
-            .bind(&event_ids)
-            .execute(pool)
+        RawRows::of(day, &metadata_json)
+            .insert(pool, "bench_raw")
             .await?;
     }
     let raw_batched = rate(all.len(), started.elapsed());
@@ -295,18 +306,8 @@ async fn bench_relay(store: &EventStore, events: usize) -> anyhow::Result<Value>
     let metadata = serde_json::to_string(&EventMetadata::root("jarvis-bench").to_map())?;
     let all: Vec<Candle> = (0..events).map(candle).collect();
     for chunk in all.chunks(5_000) {
-        let (ids, _, payloads, metas, event_ids) = raw_rows(chunk, &metadata);
-        let seqs: Vec<i64> = chunk
-            .iter()
-            .map(|c| i64::from(chrono::Timelike::hour(&c.open_time)) + 1)
-            .collect();
-        sqlx::query(&RAW_BATCH_INSERT.replace("bench_raw", "events"))
-            .bind(&ids)
-            .bind(&seqs)
-            .bind(&payloads)
-            .bind(&metas)
-            .bind(&event_ids)
-            .execute(store.pool())
+        RawRows::of(chunk, &metadata)
+            .insert(store.pool(), "events")
             .await?;
     }
     let recorded = store
