@@ -3,7 +3,7 @@
 # Targets Debian and Ubuntu: services come from their packages (nats-server, postgresql).
 
 # Repository root: the parent of this file's directory.
-export JARVIS_ROOT
+# shellcheck disable=SC2034 # used by the scripts that source this file
 JARVIS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # A progress line on stderr.

@@ -24,9 +24,12 @@ use async_nats::jetstream::Context;
 use bytes::Bytes;
 use jarvis_bus::envelope::{headers, headers_for};
 use jarvis_bus::{BusError, EVENTS_STREAM};
+use jarvis_domain::RecordedEvent;
 use jarvis_store::reader::save_checkpoint;
-use jarvis_store::{Checkpoint, EventStore, StoreError};
+use jarvis_store::{Checkpoint, EventStore, EventTail, StoreError};
 use sqlx::{Connection, PgConnection};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 
 /// Advisory lock key of the relay leader (any fixed number; `jarvis-relay` in ASCII).
 const LEADER_LOCK: i64 = 0x6a61_7276_6973_7265;
@@ -129,11 +132,30 @@ async fn lead(
         position = resume.position,
         "relay resuming"
     );
-    let mut tail = store.tail(resume).await?;
+    let tail = store.tail(resume).await?;
+    // Read the next batch from the store while this one is being published and acked.
+    let (batches, mut ready) = mpsc::channel(2);
+    let reader = AbortOnDrop(tokio::spawn(read_ahead(tail, settings.batch, batches)));
+    // Publishes awaiting their ack; the last of each batch carries the checkpoint to save once acked.
+    let mut inflight: VecDeque<(PublishAckFuture, Option<Checkpoint>)> =
+        VecDeque::with_capacity(settings.window);
     loop {
-        let batch = tail.next_batch(settings.batch).await?;
-        let mut inflight: VecDeque<PublishAckFuture> = VecDeque::with_capacity(settings.window);
-        for event in &batch {
+        let batch = match ready.try_recv() {
+            Ok(batch) => batch,
+            Err(TryRecvError::Empty) => {
+                // Nothing new yet: settle what is in flight (moving the checkpoint), then wait.
+                while let Some(pending) = inflight.pop_front() {
+                    settle(pending, &mut leader, settings).await?;
+                }
+                match ready.recv().await {
+                    Some(batch) => batch,
+                    None => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        }?;
+        let last = batch.len().saturating_sub(1);
+        for (i, event) in batch.iter().enumerate() {
             let mut h = headers_for(event);
             h.insert(
                 headers::EXPECTED_LAST_SEQUENCE,
@@ -148,23 +170,54 @@ async fn lead(
                 )
                 .await
                 .map_err(|e| BusError::js(format!("publishing position {}", event.position), e))?;
-            inflight.push_back(ack);
+            inflight.push_back((ack, (i == last).then(|| Checkpoint::after(event))));
             if inflight.len() >= settings.window {
-                await_ack(inflight.pop_front()).await?;
+                if let Some(pending) = inflight.pop_front() {
+                    settle(pending, &mut leader, settings).await?;
+                }
             }
         }
-        while !inflight.is_empty() {
-            await_ack(inflight.pop_front()).await?;
-        }
-        if let Some(last) = batch.last() {
-            save_checkpoint(&mut leader, &settings.checkpoint, Checkpoint::after(last)).await?;
-            tracing::debug!(
-                position = last.position,
-                count = batch.len(),
-                "relayed batch"
-            );
+    }
+    drop(reader);
+    Ok(())
+}
+
+/// Feeds batches of the store's tail to the publisher until it stops listening or the store fails.
+async fn read_ahead(
+    mut tail: EventTail,
+    limit: i64,
+    batches: mpsc::Sender<Result<Vec<RecordedEvent>, StoreError>>,
+) {
+    loop {
+        let batch = tail.next_batch(limit).await;
+        let failed = batch.is_err();
+        if batches.send(batch).await.is_err() || failed {
+            return;
         }
     }
+}
+
+/// Aborts a task when dropped (when a leadership term ends, its reader must not outlive it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Awaits one publish's ack; if it closes a batch, moves the checkpoint on the leader connection.
+async fn settle(
+    (ack, checkpoint): (PublishAckFuture, Option<Checkpoint>),
+    leader: &mut PgConnection,
+    settings: &RelaySettings,
+) -> Result<(), RelayError> {
+    await_ack(Some(ack)).await?;
+    if let Some(at) = checkpoint {
+        save_checkpoint(&mut *leader, &settings.checkpoint, at).await?;
+        tracing::debug!(position = at.position, "relayed up to");
+    }
+    Ok(())
 }
 
 async fn await_ack(ack: Option<PublishAckFuture>) -> Result<(), BusError> {

@@ -280,7 +280,14 @@ pub async fn events(config: &Config, data_dir: &Path, cmd: EventsCommand) -> any
 pub async fn status(config: &Config, data_dir: &Path, json_out: bool) -> anyhow::Result<()> {
     let endpoints = Endpoints::resolve(config, data_dir);
     let store = endpoints.store(config).await?;
-    store.migrate().await.context("migrating the store")?;
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('events') IS NOT NULL")
+        .fetch_one(store.pool())
+        .await?;
+    anyhow::ensure!(
+        migrated,
+        "the store at {} has no events table yet: run `jarvis migrate`",
+        jarvis_store::redact_url(&endpoints.database_url)
+    );
     let head = store.head_position().await?;
     let count = store.count().await?;
     let checkpoint = store

@@ -34,6 +34,15 @@ mod tests {
     use std::path::PathBuf;
 
     #[test]
+    fn every_event_type_has_a_schema() {
+        let names: Vec<String> = super::all().into_iter().map(|(n, _)| n).collect();
+        for (event_type, version) in crate::market::MarketFeedEvent::TYPES {
+            let want = format!("market.{event_type}.v{version}.json");
+            assert!(names.contains(&want), "no schema {want}");
+        }
+    }
+
+    #[test]
     fn committed_schemas_match_the_code() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas");
         let bless = std::env::var_os("JARVIS_BLESS").is_some();

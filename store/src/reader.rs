@@ -45,7 +45,7 @@ macro_rules! select_events {
 const SELECT_AFTER: &str = select_events!(
     "WHERE (txid, position) > ($1::text::xid8, $2)
        AND txid < pg_snapshot_xmin(pg_current_snapshot())
-     ORDER BY txid, position
+     ORDER BY events.txid, events.position
      LIMIT $3"
 );
 

@@ -77,8 +77,7 @@ impl JarvisEventRepository {
             meta.push(e.metadata.to_string());
             ids.push(Uuid::now_v7());
         }
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(INSERT_EVENTS)
+        let insert = sqlx::query(INSERT_EVENTS)
             .bind(A::TYPE)
             .bind(&first.aggregate_id)
             .bind(&seq)
@@ -86,35 +85,38 @@ impl JarvisEventRepository {
             .bind(&ver)
             .bind(&pay)
             .bind(&meta)
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-        if let Some((aggregate_id, aggregate, current_snapshot)) = snapshot {
-            let last_sequence = events.last().map_or(0, |e| e.sequence) as i64;
-            let payload = aggregate.to_string();
-            let done = if current_snapshot == 1 {
-                sqlx::query(INSERT_SNAPSHOT)
-                    .bind(A::TYPE)
-                    .bind(&aggregate_id)
-                    .bind(last_sequence)
-                    .bind(current_snapshot as i64)
-                    .bind(&payload)
-                    .execute(&mut *tx)
-                    .await?
-            } else {
-                sqlx::query(UPDATE_SNAPSHOT)
-                    .bind(A::TYPE)
-                    .bind(&aggregate_id)
-                    .bind(last_sequence)
-                    .bind(current_snapshot as i64)
-                    .bind(current_snapshot as i64 - 1)
-                    .bind(&payload)
-                    .execute(&mut *tx)
-                    .await?
-            };
-            if done.rows_affected() != 1 {
-                return Err(sqlx::Error::RowNotFound);
-            }
+            .bind(&ids);
+        let Some((aggregate_id, aggregate, current_snapshot)) = snapshot else {
+            // One statement is atomic by itself: no BEGIN/COMMIT round trips.
+            insert.execute(&self.pool).await?;
+            return Ok(());
+        };
+        let mut tx = self.pool.begin().await?;
+        insert.execute(&mut *tx).await?;
+        let last_sequence = events.last().map_or(0, |e| e.sequence) as i64;
+        let payload = aggregate.to_string();
+        let done = if current_snapshot == 1 {
+            sqlx::query(INSERT_SNAPSHOT)
+                .bind(A::TYPE)
+                .bind(&aggregate_id)
+                .bind(last_sequence)
+                .bind(current_snapshot as i64)
+                .bind(&payload)
+                .execute(&mut *tx)
+                .await?
+        } else {
+            sqlx::query(UPDATE_SNAPSHOT)
+                .bind(A::TYPE)
+                .bind(&aggregate_id)
+                .bind(last_sequence)
+                .bind(current_snapshot as i64)
+                .bind(current_snapshot as i64 - 1)
+                .bind(&payload)
+                .execute(&mut *tx)
+                .await?
+        };
+        if done.rows_affected() != 1 {
+            return Err(sqlx::Error::RowNotFound);
         }
         tx.commit().await
     }
