@@ -228,6 +228,14 @@ async fn dead_letter(
     let mut h = HeaderMap::new();
     if let Some(original) = &message.headers {
         for (name, values) in original.iter() {
+            // Publish directives of the original (`Nats-Msg-Id`, `Nats-Expected-Last-Sequence`, ...) would
+            // make JetStream refuse or de-duplicate the dead letter; the attributes are what matters.
+            if AsRef::<str>::as_ref(name)
+                .to_ascii_lowercase()
+                .starts_with("nats-")
+            {
+                continue;
+            }
             for value in values {
                 h.append(name.clone(), value.clone());
             }

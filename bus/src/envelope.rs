@@ -1,6 +1,6 @@
 //! The CloudEvents 1.0 NATS binding, binary mode: attributes as `ce-*` headers, the JSON payload as body.
 //!
-//! An operator running `nats sub 'jarvis.evt.>' --headers` reads every attribute without our code.
+//! An operator running `nats sub 'jarvis.evt.>'` (which prints headers) reads every attribute without our code.
 
 use async_nats::HeaderMap;
 use bytes::Bytes;

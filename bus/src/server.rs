@@ -156,8 +156,30 @@ impl NatsProcess {
     }
 }
 
+impl NatsProcess {
+    /// Stops the server gracefully (SIGTERM lets JetStream flush its store), or kills it after 10 s.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 impl Drop for NatsProcess {
     fn drop(&mut self) {
-        self.kill();
+        self.stop();
     }
 }

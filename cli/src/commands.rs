@@ -193,8 +193,11 @@ pub async fn up(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
         jarvis_store::redact_url(&endpoints.database_url),
         endpoints.nats_url
     );
+    let pool = store.pool().clone();
     run_relay(store, js, config.relay_settings(), shutdown_signal()).await;
     tracing::info!("stopping");
+    // Close our connections before the private Postgres shuts down under them.
+    pool.close().await;
     drop(stack);
     Ok(())
 }

@@ -108,7 +108,10 @@ pub fn main() -> ExitCode {
 /// # Errors
 /// Whatever the command reports; [`Exit`] for a specific exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = config::Config::load(cli.config.as_deref())?;
+    let config = config::Config::load(cli.config.as_deref()).map_err(|e| Exit {
+        code: 2,
+        message: format!("{e:#}"),
+    })?;
     match cli.command {
         Command::Migrate => commands::migrate(&config, &cli.data_dir).await,
         Command::Ingest(cmd) => commands::ingest(&config, &cli.data_dir, cmd).await,

@@ -153,3 +153,22 @@ pub async fn stream_len(js: &Context) -> usize {
     let mut s = js.get_stream(EVENTS_STREAM).await.unwrap();
     s.info().await.unwrap().state.messages as usize
 }
+
+/// Every event of the store, once at least `n` are readable. The gap-safe reader waits for the oldest
+/// transaction on the whole server, which may belong to a test running beside this one: poll.
+pub async fn read_all(store: &EventStore, n: usize) -> Vec<jarvis_domain::RecordedEvent> {
+    let events = eventually(
+        Duration::from_secs(60),
+        &format!("{n} readable events"),
+        || async {
+            let events = store
+                .read_after(jarvis_store::Checkpoint::default(), 1_000_000)
+                .await
+                .unwrap();
+            (events.len() >= n).then_some(events)
+        },
+    )
+    .await;
+    assert_eq!(events.len(), n, "more events than written");
+    events
+}
