@@ -18,7 +18,8 @@ use jarvis_agents::relay::{run_relay, RelaySettings};
 use jarvis_bus::consumer::dlq_headers;
 use jarvis_bus::envelope::{headers, headers_for};
 use jarvis_bus::{
-    run_consumer, ConsumerSettings, Envelope, Handler, HandlerError, DLQ_STREAM, EVENTS_STREAM,
+    ensure_streams, run_consumer, ConsumerSettings, Envelope, Handler, HandlerError,
+    StreamSettings, DLQ_STREAM, EVENTS_STREAM,
 };
 use jarvis_domain::{AnyEvent, EventMetadata, RecordedEvent};
 use jarvis_store::{execute_with_retry, Checkpoint};
@@ -165,42 +166,135 @@ async fn append_relay_consume_once_in_order_with_cloudevents_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_resumes_after_the_stream_not_just_the_checkpoint() {
+async fn relay_resumes_after_the_stream_when_the_checkpoint_is_lost_beyond_the_duplicate_window() {
     let env = Env::start().await;
+    // A short duplicate window, so that "longer than the window" takes a moment, not two minutes.
+    let window = Duration::from_millis(300);
+    let settings = StreamSettings {
+        duplicate_window: window,
+        ..Default::default()
+    };
+    ensure_streams(&env.js, &settings).await.unwrap();
     append_days(&env.store, "ETH/USDT", 0, 2).await;
     let stop = spawn_relay(&env);
     wait_stream_len(&env.js, 48).await;
     let _ = stop.send(());
-    // As if the relay had crashed before its checkpoint and stayed down longer than the duplicate window:
-    // only the stream knows what was published.
+    // As if the relay had crashed before its checkpoint and stayed down past the duplicate window: only
+    // the stream knows what was published, and JetStream would no longer drop a republished copy.
     sqlx::query("DELETE FROM checkpoints")
         .execute(env.store.pool())
         .await
         .unwrap();
+    tokio::time::sleep(window * 2).await;
     append_days(&env.store, "ETH/USDT", 2, 1).await;
     let _r = spawn_relay(&env);
     wait_stream_len(&env.js, 72).await;
+    // Give a wrong relay time to republish, then check it did not.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let raw = read_stream(&env.js, EVENTS_STREAM).await;
     assert_eq!(raw.len(), 72, "nothing republished");
     assert_eq!(msg_ids(&raw).len(), 72);
 }
 
-fn jarvis_relay(env: &Env) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_jarvis"))
-        .arg("relay")
-        .env("JARVIS_DATABASE_URL", env.db.url())
-        .env("JARVIS_NATS_URL", env.nats.url())
-        .env("JARVIS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start jarvis relay")
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_ignores_a_foreign_message_that_claims_a_position() {
+    let env = Env::start().await;
+    // Someone publishes by hand a copy of headers that claims position 1, before the relay ever ran.
+    let forged = poison_headers("jarvis.market.CandleClosed.v1", "forged");
+    env.js
+        .publish_with_headers(
+            "jarvis.evt.market.CandleClosed.forged",
+            forged,
+            Bytes::from(GOOD_CANDLE),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    append_days(&env.store, "SOL/USDT", 0, 1).await;
+    let _r = spawn_relay(&env);
+    wait_stream_len(&env.js, 1 + 24).await;
+    let raw = read_stream(&env.js, EVENTS_STREAM).await;
+    let positions: Vec<&str> = raw[1..]
+        .iter()
+        .map(|m| m.headers.get("ce-position").unwrap().as_str())
+        .collect();
+    assert_eq!(
+        positions.first(),
+        Some(&"1"),
+        "position 1 was published, not skipped"
+    );
+    assert_eq!(positions.len(), 24);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_relay_leads_and_a_standby_takes_over() {
+    let env = Env::start().await;
+    let leader = spawn_relay(&env);
+    append_days(&env.store, "SOL/USDT", 0, 1).await;
+    wait_stream_len(&env.js, 24).await;
+    let _standby = spawn_relay(&env);
+    let locks = || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+              WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()",
+        )
+        .fetch_one(env.store.pool())
+        .await
+        .unwrap();
+        n
+    };
+    // The standby is connected and asking; still only one holds the lock.
+    eventually(Duration::from_secs(10), "two relay connections", || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_try_advisory_lock%'",
+        )
+        .fetch_one(env.store.pool())
+        .await
+        .unwrap();
+        (n >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(locks().await, 1, "exactly one relay holds the leader lock");
+    let _ = leader.send(());
+    append_days(&env.store, "SOL/USDT", 1, 1).await;
+    wait_stream_len(&env.js, 48).await;
+    assert_eq!(locks().await, 1);
+    let raw = read_stream(&env.js, EVENTS_STREAM).await;
+    assert_eq!(msg_ids(&raw).len(), 48);
+}
+
+/// A `jarvis` child process, killed if the test fails before it says so.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn jarvis_relay(env: &Env) -> ChildGuard {
+    // Small batches and window: publishing takes long enough to be killed in the middle of it.
+    ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_jarvis"))
+            .arg("relay")
+            .env("JARVIS_DATABASE_URL", env.db.url())
+            .env("JARVIS_NATS_URL", env.nats.url())
+            .env("JARVIS_RELAY__BATCH", "20")
+            .env("JARVIS_RELAY__WINDOW", "4")
+            .env("JARVIS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start jarvis relay"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_killed_with_sigkill_mid_stream_and_restarted_publishes_each_event_once_in_order() {
     let env = Env::start().await;
+    let total = 150 * 24;
     let writer = {
         let store = env.store.clone();
         tokio::spawn(async move {
@@ -211,27 +305,33 @@ async fn relay_killed_with_sigkill_mid_stream_and_restarted_publishes_each_event
     };
     let mut relay = jarvis_relay(&env);
     let mut killed_mid_stream = 0;
-    for round in 0..6 {
-        // Let it publish for a while, then kill it without warning.
-        tokio::time::sleep(Duration::from_millis(150 + 70 * round)).await;
-        relay.kill().expect("SIGKILL");
-        relay.wait().unwrap();
-        let published = stream_len(&env.js).await;
-        if published > 0 && published < 150 * 24 {
-            killed_mid_stream += 1;
+    let mut before = 0;
+    for _ in 0..8 {
+        // As soon as it has published something more, kill it without warning.
+        let now = eventually(Duration::from_secs(60), "the relay publishing", || async {
+            let n = stream_len(&env.js).await;
+            (n > before || n == total).then_some(n)
+        })
+        .await;
+        if now == total {
+            break;
         }
+        relay.0.kill().expect("SIGKILL");
+        relay.0.wait().unwrap();
+        killed_mid_stream += 1;
+        before = stream_len(&env.js).await;
         relay = jarvis_relay(&env);
     }
     assert!(
-        killed_mid_stream >= 2,
+        killed_mid_stream >= 3,
         "the relay was killed mid-stream only {killed_mid_stream} times"
     );
     writer.await.unwrap();
-    let stored = read_all(&env.store, 150 * 24).await;
-    wait_stream_len(&env.js, stored.len()).await;
+    let stored = read_all(&env.store, total).await;
+    wait_stream_len(&env.js, total).await;
+    // Give a wrong relay time to republish, then check it did not.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    relay.kill().unwrap();
-    relay.wait().unwrap();
+    drop(relay);
     let raw = read_stream(&env.js, EVENTS_STREAM).await;
     assert_eq!(raw.len(), stored.len(), "stream count equals store count");
     let ids: Vec<String> = raw
@@ -729,4 +829,90 @@ async fn ingest_refuses_bad_rows_and_conflicting_candles_with_file_and_line() {
         "{stdout}"
     );
     assert_eq!(store.count().await.unwrap(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_record_the_sequence_they_cover() {
+    use jarvis_domain::market::{MarketFeed, MarketFeedCommand};
+    let db = jarvis_testkit::TestDb::create().await;
+    let store = jarvis_store::EventStore::connect(db.url(), 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    // Snapshot every 5 events; commands of 4 then 8 candles: the snapshot folds in 10 of the 12 events.
+    let cqrs = store.snapshot_cqrs::<MarketFeed>(5, ());
+    let metadata = EventMetadata::root("test");
+    let day = |hours: std::ops::Range<i64>| {
+        let start = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 1, 1, 0, 0, 0).unwrap();
+        let candles: Vec<jarvis_domain::Candle> = hours
+            .map(|h| {
+                let p = rust_decimal::Decimal::new(100 + h, 0);
+                jarvis_domain::Candle {
+                    symbol: jarvis_domain::Symbol::new_checked("SOL/USDT").unwrap(),
+                    open_time: start + chrono::Duration::hours(h),
+                    open: p,
+                    high: p,
+                    low: p,
+                    close: p,
+                    volume: rust_decimal::Decimal::ONE,
+                }
+            })
+            .collect();
+        MarketFeedCommand::RecordCandles {
+            feed: "SOL/USDT@2021-01-01".into(),
+            candles,
+        }
+    };
+    execute_with_retry(&cqrs, "SOL/USDT@2021-01-01", day(0..4), &metadata, 3)
+        .await
+        .unwrap();
+    execute_with_retry(&cqrs, "SOL/USDT@2021-01-01", day(4..12), &metadata, 3)
+        .await
+        .unwrap();
+    let last: i64 = sqlx::query_scalar("SELECT last_sequence FROM snapshots")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(last, 10, "the snapshot holds the state through sequence 10");
+    // Recording all twelve again must be a no-op: the loaded state knows events 11 and 12 too.
+    execute_with_retry(&cqrs, "SOL/USDT@2021-01-01", day(0..12), &metadata, 3)
+        .await
+        .unwrap();
+    assert_eq!(store.count().await.unwrap(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_refuses_events_the_bus_could_not_carry() {
+    let db = jarvis_testkit::TestDb::create().await;
+    let store = jarvis_store::EventStore::connect(db.url(), 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let gate = Arc::new(Gate {
+        barrier: tokio::sync::Barrier::new(1),
+        handled: AtomicUsize::new(2),
+    });
+    let cqrs = store.cqrs::<Tally>(gate);
+    // Without metadata (plain cqrs-es execute), nothing is written and the error says what to do.
+    let err = cqrs
+        .execute("tally-1", "x".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("correlation_id") && err.contains("execute_with_retry"),
+        "{err}"
+    );
+    let err = execute_with_retry(&cqrs, "", "x".into(), &EventMetadata::root("t"), 0)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("empty aggregate id"), "{err}");
+    let big = "x".repeat(jarvis_store::repository::MAX_EVENT_BYTES + 1);
+    let err = execute_with_retry(&cqrs, "tally-2", big, &EventMetadata::root("t"), 0)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("exceeds"), "{err}");
+    assert_eq!(store.count().await.unwrap(), 0);
 }

@@ -17,6 +17,20 @@ fn jarvis(data_dir: &std::path::Path) -> Command {
     cmd
 }
 
+/// `jarvis up`, stopped with SIGTERM (so it stops its servers) if the test fails before it does.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn pids_of(pattern: &str) -> Vec<String> {
     let out = Command::new("pgrep")
         .args(["-f", pattern])
@@ -37,14 +51,14 @@ fn jarvis_up_runs_a_private_stack_that_other_commands_find_and_stops_it_on_sigte
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     );
     let data_dir = tmp.path().join("jarvis");
-    let mut up = jarvis(&data_dir)
+    let mut up = Up(jarvis(&data_dir)
         .arg("up")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap();
+        .unwrap());
     let mut banner = String::new();
-    BufReader::new(up.stdout.take().unwrap())
+    BufReader::new(up.0.stdout.take().unwrap())
         .read_line(&mut banner)
         .unwrap();
     assert!(banner.starts_with("jarvis is up"), "{banner}");
@@ -111,10 +125,10 @@ fn jarvis_up_runs_a_private_stack_that_other_commands_find_and_stops_it_on_sigte
         "private servers run under {data}"
     );
     Command::new("kill")
-        .args(["-TERM", &up.id().to_string()])
+        .args(["-TERM", &up.0.id().to_string()])
         .status()
         .unwrap();
-    let code = up.wait().unwrap();
+    let code = up.0.wait().unwrap();
     assert!(code.success(), "jarvis up exits cleanly: {code}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !pids_of(&data).is_empty() {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::Stream;
+use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
 use async_nats::jetstream::Context;
 use bytes::Bytes;
 use jarvis_bus::envelope::{headers, headers_for};
@@ -70,7 +70,23 @@ pub enum RelayError {
     /// NATS failed, or refused a publish.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The leader connection stopped answering.
+    #[error("leader connection did not answer within {0:?}")]
+    LeaderTimeout(Duration),
+    /// The store reader task ended without an error (it panicked or was cancelled).
+    #[error("the store reader stopped")]
+    ReaderGone,
 }
+
+/// Most publishes awaiting their ack: async-nats allows 5,000 per context and blocks beyond that, which
+/// would deadlock a relay that only frees slots by awaiting its own acks.
+pub const MAX_WINDOW: usize = 4_000;
+
+/// How long the leader connection may take to answer (a ping, a checkpoint save).
+const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A term that lasted this long was healthy: the next interruption starts the back-off afresh.
+const HEALTHY_TERM: Duration = Duration::from_secs(30);
 
 /// Runs the relay until `shutdown` completes: waits to become leader, publishes, and on any failure pauses
 /// (with back-off up to 5 s) and starts over from the resume point. It never gives up by itself.
@@ -83,6 +99,7 @@ pub async fn run_relay(
     tokio::pin!(shutdown);
     let mut pause = Duration::from_millis(100);
     loop {
+        let started = tokio::time::Instant::now();
         let term = lead(&store, &js, &settings);
         tokio::select! {
             _ = &mut shutdown => return,
@@ -95,7 +112,11 @@ pub async fn run_relay(
             _ = &mut shutdown => return,
             _ = tokio::time::sleep(pause) => {},
         }
-        pause = (pause * 2).min(Duration::from_secs(5));
+        pause = if started.elapsed() > HEALTHY_TERM {
+            Duration::from_millis(100)
+        } else {
+            (pause * 2).min(Duration::from_secs(5))
+        };
     }
 }
 
@@ -135,11 +156,12 @@ async fn lead(
     let tail = store.tail(resume).await?;
     // Read the next batch from the store while this one is being published and acked.
     let (batches, mut ready) = mpsc::channel(2);
-    let reader = AbortOnDrop(tokio::spawn(read_ahead(tail, settings.batch, batches)));
+    let _reader = AbortOnDrop(tokio::spawn(read_ahead(tail, settings.batch, batches)));
     // Publishes awaiting their ack; the last of each batch carries the checkpoint to save once acked.
     let mut inflight: VecDeque<(PublishAckFuture, Option<Checkpoint>)> =
         VecDeque::with_capacity(settings.window);
     loop {
+        let window = settings.window.clamp(1, MAX_WINDOW);
         let batch = match ready.try_recv() {
             Ok(batch) => batch,
             Err(TryRecvError::Empty) => {
@@ -149,11 +171,14 @@ async fn lead(
                 }
                 match ready.recv().await {
                     Some(batch) => batch,
-                    None => break,
+                    None => return Err(RelayError::ReaderGone),
                 }
             }
-            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Disconnected) => return Err(RelayError::ReaderGone),
         }?;
+        // Still leader? The lock lives as long as its connection: if that is gone, so is the lock, and a
+        // standby may already be publishing.
+        leader_call(sqlx::query("SELECT 1").execute(&mut leader)).await?;
         let last = batch.len().saturating_sub(1);
         for (i, event) in batch.iter().enumerate() {
             let mut h = headers_for(event);
@@ -171,15 +196,23 @@ async fn lead(
                 .await
                 .map_err(|e| BusError::js(format!("publishing position {}", event.position), e))?;
             inflight.push_back((ack, (i == last).then(|| Checkpoint::after(event))));
-            if inflight.len() >= settings.window {
+            if inflight.len() >= window {
                 if let Some(pending) = inflight.pop_front() {
                     settle(pending, &mut leader, settings).await?;
                 }
             }
         }
     }
-    drop(reader);
-    Ok(())
+}
+
+/// Bounds a call on the leader connection, so a half-open connection cannot hang the relay.
+async fn leader_call<T>(
+    call: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, RelayError> {
+    match tokio::time::timeout(LEADER_TIMEOUT, call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(RelayError::LeaderTimeout(LEADER_TIMEOUT)),
+    }
 }
 
 /// Feeds batches of the store's tail to the publisher until it stops listening or the store fails.
@@ -214,7 +247,15 @@ async fn settle(
 ) -> Result<(), RelayError> {
     await_ack(Some(ack)).await?;
     if let Some(at) = checkpoint {
-        save_checkpoint(&mut *leader, &settings.checkpoint, at).await?;
+        match tokio::time::timeout(
+            LEADER_TIMEOUT,
+            save_checkpoint(&mut *leader, &settings.checkpoint, at),
+        )
+        .await
+        {
+            Ok(saved) => saved?,
+            Err(_) => return Err(RelayError::LeaderTimeout(LEADER_TIMEOUT)),
+        }
         tracing::debug!(position = at.position, "relayed up to");
     }
     Ok(())
@@ -246,34 +287,48 @@ async fn resume_point(
         .await
         .map_err(|e| BusError::js(format!("reading stream {EVENTS_STREAM} info"), e))?;
     let (first, last) = (info.state.first_sequence, info.state.last_sequence);
-    let mut in_stream = None;
+    // The newest message that this relay published: its ce-id is the store's event at its ce-position.
+    // Anything else (a foreign message, a copy made by hand, a stream older than a restored store) is
+    // passed over.
+    let mut from_stream = Checkpoint::default();
     let mut seq = last;
     while seq >= first.max(1) && last - seq < settings.scan_back {
-        // A message may be gone (deleted, or expired by max_age): keep looking further back.
-        if let Ok(message) = stream.get_raw_message(seq).await {
-            let position = message
-                .headers
-                .get(headers::POSITION)
-                .and_then(|v| v.as_str().parse::<i64>().ok());
-            if let Some(position) = position {
-                in_stream = Some(position);
-                break;
+        match stream.get_raw_message(seq).await {
+            Ok(message) => {
+                if let Some(at) = relayed_checkpoint(store, &message.headers).await? {
+                    from_stream = at;
+                    break;
+                }
+            }
+            // Deleted, or expired by max_age: keep looking further back.
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
+            Err(e) => {
+                return Err(
+                    BusError::js(format!("reading message {seq} of {EVENTS_STREAM}"), e).into(),
+                )
             }
         }
         seq -= 1;
     }
-    let from_stream = match in_stream {
-        Some(position) => match store.checkpoint_at(position).await? {
-            Some(cp) => cp,
-            None => {
-                tracing::warn!(
-                    position,
-                    "the stream holds a position the store does not have; using the checkpoint"
-                );
-                Checkpoint::default()
-            }
-        },
-        None => Checkpoint::default(),
-    };
     Ok((saved.max(from_stream), last))
+}
+
+/// The checkpoint of a stream message if the relay published it: its `ce-id` is the store's event at its
+/// `ce-position`.
+async fn relayed_checkpoint(
+    store: &EventStore,
+    headers: &async_nats::HeaderMap,
+) -> Result<Option<Checkpoint>, RelayError> {
+    let header = |name| headers.get(name).map(|v| v.as_str().to_string());
+    let (Some(id), Some(position)) = (header(headers::ID), header(headers::POSITION)) else {
+        return Ok(None);
+    };
+    let (Ok(id), Ok(position)) = (id.parse::<uuid::Uuid>(), position.parse::<i64>()) else {
+        return Ok(None);
+    };
+    Ok(store
+        .event_by_id(id)
+        .await?
+        .filter(|event| event.position == position)
+        .map(|event| Checkpoint::after(&event)))
 }

@@ -17,7 +17,9 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{Context, Message};
 use async_nats::HeaderMap;
-use futures::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt, StreamExt};
 use jarvis_domain::AnyEvent;
 
 use crate::envelope::{headers, Envelope};
@@ -178,12 +180,25 @@ async fn process<H: Handler>(
         Err(e) => Err(HandlerError::Permanent(format!("bad envelope: {e}"))),
         Ok(envelope) => match AnyEvent::decode(&envelope.ce_type, &envelope.data) {
             Err(e) => Err(HandlerError::Permanent(e.to_string())),
-            Ok(event) => handler.handle(&envelope, event).await,
+            // A handler that panics has a bug that this message triggers: dead-letter it, keep going.
+            Ok(event) => AssertUnwindSafe(handler.handle(&envelope, event))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(HandlerError::Permanent(format!("handler panicked: {what}")))
+                }),
         },
     };
+    // max_deliver <= 0 is JetStream's "unlimited".
+    let last_try = settings.max_deliver > 0 && delivered >= settings.max_deliver;
     let ack = match outcome {
         Ok(()) => message.ack().await,
-        Err(HandlerError::Transient(reason)) if delivered < settings.max_deliver => {
+        Err(HandlerError::Transient(reason)) if !last_try => {
             let delay = settings.delay_for(delivered);
             tracing::warn!(consumer = %settings.durable, delivered, ?delay, %reason, "transient failure; will retry");
             message.ack_with(AckKind::Nak(Some(delay))).await
@@ -193,16 +208,18 @@ async fn process<H: Handler>(
                 HandlerError::Transient(r) => format!("gave up after {delivered} deliveries: {r}"),
                 HandlerError::Permanent(r) => r,
             };
-            match dead_letter(js, &settings.durable, &message, delivered, &reason).await {
-                Ok(()) => message.ack_with(AckKind::Term).await,
-                Err(e) => {
-                    // Not dead-lettered, so not dropped either: it comes back after the delay.
-                    tracing::error!(consumer = %settings.durable, cause = %e, "dead-lettering failed");
-                    message
-                        .ack_with(AckKind::Nak(Some(settings.delay_for(delivered))))
-                        .await
-                }
+            // The message leaves the consumer only once the dead letter is stored: on the last delivery the
+            // server would not redeliver it, so retry here, keeping it ours with progress acks.
+            let mut pause = Duration::from_millis(200);
+            while let Err(e) =
+                dead_letter(js, &settings.durable, &message, delivered, &reason).await
+            {
+                tracing::error!(consumer = %settings.durable, cause = %e, ?pause, "dead-lettering failed; retrying");
+                let _ = message.ack_with(AckKind::Progress).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
             }
+            message.ack_with(AckKind::Term).await
         }
     };
     if let Err(e) = ack {

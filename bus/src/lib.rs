@@ -83,16 +83,43 @@ pub async fn connect(
         .connect(url)
         .await
         .map_err(|source| BusError::Connect {
-            url: redact(url),
+            url: redact_url(url),
             source,
         })?;
     let js = async_nats::jetstream::new(client.clone());
     Ok((client, js))
 }
 
-fn redact(url: &str) -> String {
-    match url.split_once('@') {
-        Some((_, host)) => format!("nats://***@{host}"),
-        None => url.to_string(),
+/// A NATS URL (or comma-separated list) without credentials: `nats://user:pass@h` and `nats://token@h`
+/// become `nats://***@h`.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| match one.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => one.to_string(),
+            },
+            None => match one.rsplit_once('@') {
+                Some((_, host)) => format!("***@{host}"),
+                None => one.to_string(),
+            },
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nats_urls_lose_their_credentials() {
+        assert_eq!(super::redact_url("nats://u:p@h:4222"), "nats://***@h:4222");
+        assert_eq!(
+            super::redact_url("nats://tok@h:1,nats://h2:2"),
+            "nats://***@h:1,nats://h2:2"
+        );
+        assert_eq!(
+            super::redact_url("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
     }
 }

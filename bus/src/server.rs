@@ -1,5 +1,6 @@
 //! A `nats-server -js` run as a child process on 127.0.0.1: for `jarvis up`'s local stack and for tests.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,6 +88,8 @@ impl NatsProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group: Ctrl-C in our terminal is ours to handle, then we stop it.
+            .process_group(0)
             .spawn()
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => LaunchError::Missing,

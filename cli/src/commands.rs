@@ -1,5 +1,6 @@
 //! The operator commands.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -33,8 +34,8 @@ pub enum IngestCommand {
         /// Ingest the good rows of a file that has unparseable rows (default: refuse the file, exit 2).
         #[arg(long)]
         skip_bad: bool,
-        /// Days written at once.
-        #[arg(long, default_value_t = 4)]
+        /// Days written at once. Above 1, days of a file may land in the store out of time order.
+        #[arg(long, default_value_t = 1)]
         concurrency: usize,
         /// Print one JSON object per file.
         #[arg(long)]
@@ -88,7 +89,7 @@ pub async fn migrate(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
     println!(
         "migrated: store at {} and streams {EVENTS_STREAM}, {DLQ_STREAM} at {}",
         jarvis_store::redact_url(&endpoints.database_url),
-        endpoints.nats_url
+        jarvis_bus::redact_url(&endpoints.nats_url)
     );
     Ok(())
 }
@@ -191,7 +192,7 @@ pub async fn up(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
     println!(
         "jarvis is up: store {} · bus {} · press Ctrl-C to stop",
         jarvis_store::redact_url(&endpoints.database_url),
-        endpoints.nats_url
+        jarvis_bus::redact_url(&endpoints.nats_url)
     );
     let pool = store.pool().clone();
     run_relay(store, js, config.relay_settings(), shutdown_signal()).await;
@@ -238,10 +239,13 @@ pub async fn events(config: &Config, data_dir: &Path, cmd: EventsCommand) -> any
     }
     let mut messages = consumer.messages().await.context("reading the stream")?;
     let mut printed = 0;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut out = std::io::stdout().lock();
     while limit.is_none_or(|l| printed < l) {
         let next = tokio::select! {
             next = messages.next() => next,
-            _ = shutdown_signal() => break,
+            _ = &mut shutdown => break,
         };
         let Some(message) = next else { break };
         let message = message.context("reading the stream")?;
@@ -267,7 +271,10 @@ pub async fn events(config: &Config, data_dir: &Path, cmd: EventsCommand) -> any
             .to_string(),
             Err(e) => format!("{} (not a Jarvis event: {e})", message.subject),
         };
-        println!("{line}");
+        // A closed pipe (`jarvis events tail | head`) ends the command quietly.
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
         printed += 1;
         if pending == 0 && !follow {
             break;
@@ -296,6 +303,7 @@ pub async fn status(config: &Config, data_dir: &Path, json_out: bool) -> anyhow:
     let checkpoint = store
         .load_checkpoint(&config.relay_settings().checkpoint)
         .await?;
+    let lag = store.count_after(checkpoint).await?;
     let (_, js) = endpoints.bus("jarvis-status").await?;
     let mut streams = Vec::new();
     for name in [EVENTS_STREAM, DLQ_STREAM] {
@@ -304,12 +312,16 @@ pub async fn status(config: &Config, data_dir: &Path, json_out: bool) -> anyhow:
                 let info = stream.info().await?.clone();
                 let mut consumers = Vec::new();
                 let mut names = stream.consumer_names();
-                while let Some(Ok(consumer)) = names.next().await {
-                    let mut c = stream
+                while let Some(name) = names.next().await {
+                    let Ok(consumer) = name else { break };
+                    // Push or ephemeral consumers (an operator's `nats sub`, `events tail`) are not ours to list.
+                    let Ok(mut c) = stream
                         .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer)
                         .await
-                        .map_err(|e| anyhow::anyhow!("reading consumer {consumer}: {e}"))?;
-                    let ci = c.info().await?;
+                    else {
+                        continue;
+                    };
+                    let Ok(ci) = c.info().await else { continue };
                     if ci.config.durable_name.is_some() {
                         consumers.push(json!({
                             "name": consumer,
@@ -335,12 +347,12 @@ pub async fn status(config: &Config, data_dir: &Path, json_out: bool) -> anyhow:
     }
     let report = json!({
         "database_url": jarvis_store::redact_url(&endpoints.database_url),
-        "nats_url": endpoints.nats_url,
+        "nats_url": jarvis_bus::redact_url(&endpoints.nats_url),
         "store": {"head_position": head, "events": count},
         "relay": {
             "checkpoint_position": checkpoint.position,
             "checkpoint_txid": checkpoint.txid,
-            "lag_events": (head - checkpoint.position).max(0),
+            "lag_events": lag,
         },
         "streams": streams,
     });
@@ -353,9 +365,8 @@ pub async fn status(config: &Config, data_dir: &Path, json_out: bool) -> anyhow:
         report["database_url"].as_str().unwrap_or("")
     );
     println!(
-        "relay    checkpoint position {}, lag {} events",
-        checkpoint.position,
-        (head - checkpoint.position).max(0)
+        "relay    checkpoint position {}, lag {lag} events",
+        checkpoint.position
     );
     for s in &streams {
         if let Some(err) = s.get("error") {

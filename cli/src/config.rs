@@ -194,7 +194,12 @@ impl Config {
             "relay.batch = {}: must be positive",
             self.relay.batch
         );
-        anyhow::ensure!(self.relay.window > 0, "relay.window = 0: must be positive");
+        anyhow::ensure!(
+            (1..=jarvis_agents::relay::MAX_WINDOW).contains(&self.relay.window),
+            "relay.window = {}: must be 1 to {} (the NATS client's limit of unacked publishes)",
+            self.relay.window,
+            jarvis_agents::relay::MAX_WINDOW
+        );
         anyhow::ensure!(
             self.database.max_connections > 0,
             "database.max_connections = 0: must be positive"

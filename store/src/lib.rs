@@ -103,6 +103,20 @@ impl EventStore {
         Ok(head.unwrap_or(0))
     }
 
+    /// How many stored events sort after `checkpoint` (committed or not yet visible): a reader's lag.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn count_after(&self, checkpoint: Checkpoint) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE (txid, position) > ($1::text::xid8, $2)",
+        )
+        .bind(checkpoint.txid.to_string())
+        .bind(checkpoint.position)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// How many events the store holds.
     ///
     /// # Errors
@@ -116,12 +130,39 @@ impl EventStore {
 
 /// A database URL with its password replaced by `***`, for messages and logs.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "<unparseable url>".to_string(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "<unparseable url>".to_string();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret =
+                    k.eq_ignore_ascii_case("password") || k.to_ascii_lowercase().contains("key");
+                (
+                    k.into_owned(),
+                    if secret { "***".into() } else { v.into_owned() },
+                )
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_lose_their_secrets() {
+        let r =
+            super::redact_url("postgres://u:hunter2@h:5432/db?password=hunter3&sslmode=disable");
+        assert!(!r.contains("hunter"), "{r}");
+        assert!(
+            r.contains("sslmode=disable") && r.contains("u:***@h"),
+            "{r}"
+        );
     }
 }

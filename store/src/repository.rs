@@ -41,7 +41,11 @@ UPDATE snapshots SET last_sequence = $3, payload = $6::text::json, current_snaps
 pub struct JarvisEventRepository {
     pool: PgPool,
     reads: PostgresEventRepository,
+    snapshot_size: Option<usize>,
 }
+
+/// Largest event payload accepted: NATS's default `max_payload` is 1 MiB, and the headers need room too.
+pub const MAX_EVENT_BYTES: usize = 900 * 1024;
 
 impl JarvisEventRepository {
     /// A repository on `pool`.
@@ -49,7 +53,49 @@ impl JarvisEventRepository {
         Self {
             reads: PostgresEventRepository::new(pool.clone()),
             pool,
+            snapshot_size: None,
         }
+    }
+
+    /// A repository for a snapshot store that snapshots every `size` events (it must know `size` to record
+    /// which sequence a snapshot covers).
+    pub fn with_snapshot_size(pool: PgPool, size: usize) -> Self {
+        Self {
+            snapshot_size: Some(size.max(1)),
+            ..Self::new(pool)
+        }
+    }
+
+    /// Refuses, before anything is written, what the relay could never publish or readers never decode.
+    fn check(events: &[SerializedEvent]) -> Result<(), PersistenceError> {
+        let refuse = |e: &SerializedEvent, why: String| {
+            PersistenceError::UnknownError(
+                format!(
+                    "refusing event {} #{} of {}: {why}",
+                    e.event_type, e.sequence, e.aggregate_id
+                )
+                .into(),
+            )
+        };
+        for e in events {
+            if e.aggregate_id.is_empty() {
+                return Err(refuse(e, "empty aggregate id".into()));
+            }
+            if let Err(why) = EventMetadata::from_json(&e.metadata) {
+                return Err(refuse(
+                    e,
+                    format!("{why}; run commands with execute_with_retry and an EventMetadata"),
+                ));
+            }
+            let size = e.payload.to_string().len();
+            if size > MAX_EVENT_BYTES {
+                return Err(refuse(
+                    e,
+                    format!("payload of {size} bytes exceeds {MAX_EVENT_BYTES}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn insert<A: Aggregate>(
@@ -93,7 +139,12 @@ impl JarvisEventRepository {
         };
         let mut tx = self.pool.begin().await?;
         insert.execute(&mut *tx).await?;
-        let last_sequence = events.last().map_or(0, |e| e.sequence) as i64;
+        // cqrs-es folds events into a snapshot only up to a multiple of the snapshot size.
+        let last = events.last().map_or(0, |e| e.sequence);
+        let last_sequence = match self.snapshot_size {
+            Some(size) => (last / size * size) as i64,
+            None => last as i64,
+        };
         let payload = aggregate.to_string();
         let done = if current_snapshot == 1 {
             sqlx::query(INSERT_SNAPSHOT)
@@ -166,6 +217,7 @@ impl PersistedEventRepository for JarvisEventRepository {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
+        Self::check(events)?;
         self.insert::<A>(events, snapshot_update)
             .await
             .map_err(persistence_error)
@@ -198,7 +250,7 @@ impl EventStore {
         snapshot_size: usize,
         services: A::Services,
     ) -> Cqrs<A> {
-        let repo = JarvisEventRepository::new(self.pool.clone());
+        let repo = JarvisEventRepository::with_snapshot_size(self.pool.clone(), snapshot_size);
         let store = PersistedEventStore::new_snapshot_store(repo, snapshot_size);
         CqrsFramework::new(store, vec![], services)
     }

@@ -280,7 +280,11 @@ impl PostgresProcess {
     /// A PostgreSQL program, run as the `postgres` user when we are root, from the run directory.
     fn command(&self, program: &str) -> Command {
         let mut command = Command::new(self.bindir.join(program));
-        command.current_dir(&self.run_dir).stdin(Stdio::null());
+        // A process group of its own: Ctrl-C in our terminal must not reach Postgres before `pg_ctl stop`.
+        command
+            .current_dir(&self.run_dir)
+            .stdin(Stdio::null())
+            .process_group(0);
         for var in ["PGDATA", "PGPORT", "PGHOST", "PGUSER", "PGDATABASE"] {
             command.env_remove(var);
         }
