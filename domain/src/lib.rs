@@ -10,6 +10,7 @@
 pub mod event;
 pub mod market;
 pub mod schema;
+pub mod trading;
 pub mod values;
 
 pub use event::{AnyEvent, DecodeError, EventMetadata, JarvisAggregate, RecordedEvent};

@@ -1,0 +1,13 @@
+//! The trading domain: orders, the portfolio, and the risk book. See `docs/adr/0002-trading-domain.md`.
+//!
+//! - [`values`]: order ids, sides, checked amounts, risk verdicts and rationales.
+//! - [`order`]: the `Order` aggregate, one per order: proposed → approved/rejected → submitted → filled/failed.
+//! - [`portfolio`]: the `Portfolio` aggregate: cash, positions, average cost, realised P&L, fees, marks.
+//! - [`risk`]: the `RiskBook` aggregate: limits, halts, and the assessment of every proposal.
+
+pub mod order;
+pub mod portfolio;
+pub mod risk;
+pub mod values;
+
+pub use values::{OrderId, PricePoint, Rationale, RiskRule, RiskViolation, Side};

@@ -1,0 +1,1 @@
+//! The `Order` aggregate (being written).

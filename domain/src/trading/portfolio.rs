@@ -1,0 +1,1 @@
+//! The `Portfolio` aggregate (being written).

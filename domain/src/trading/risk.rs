@@ -1,0 +1,1 @@
+//! The `RiskBook` aggregate (being written).
