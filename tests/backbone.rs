@@ -916,3 +916,72 @@ async fn the_store_refuses_events_the_bus_could_not_carry() {
     assert!(err.contains("exceeds"), "{err}");
     assert_eq!(store.count().await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_trace_prints_the_causal_chain_oldest_first() {
+    let db = jarvis_testkit::TestDb::create().await;
+    let store = jarvis_store::EventStore::connect(db.url(), 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let gate = Arc::new(Gate {
+        barrier: tokio::sync::Barrier::new(1),
+        handled: AtomicUsize::new(2),
+    });
+    let cqrs = store.cqrs::<Tally>(gate);
+    // A root, then two events each caused by the one before, on different aggregates.
+    let root = EventMetadata::root("test-root");
+    execute_with_retry(&cqrs, "tally-a", "first".into(), &root, 0)
+        .await
+        .unwrap();
+    let a = read_all(&store, 1).await.remove(0);
+    execute_with_retry(
+        &cqrs,
+        "tally-b",
+        "second".into(),
+        &EventMetadata::caused_by(&a, "agent-b"),
+        0,
+    )
+    .await
+    .unwrap();
+    let b = read_all(&store, 2).await.remove(1);
+    execute_with_retry(
+        &cqrs,
+        "tally-c",
+        "third".into(),
+        &EventMetadata::caused_by(&b, "agent-c"),
+        0,
+    )
+    .await
+    .unwrap();
+    let c = read_all(&store, 3).await.remove(2);
+
+    let out = jarvis(&db, &["events", "trace", &c.event_id.to_string(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chain = reports(&out);
+    let ids: Vec<&str> = chain.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            a.event_id.to_string(),
+            b.event_id.to_string(),
+            c.event_id.to_string()
+        ]
+    );
+    assert_eq!(chain[0]["source"], "test-root");
+    assert_eq!(chain[2]["causation_id"], b.event_id.to_string());
+    assert!(chain
+        .iter()
+        .all(|e| e["correlation_id"] == root.correlation_id.to_string()));
+
+    // By global position too; and an unknown event is a clear error.
+    let out = jarvis(&db, &["events", "trace", &b.position.to_string(), "--json"]);
+    assert_eq!(reports(&out).len(), 2);
+    let out = jarvis(&db, &["events", "trace", &uuid::Uuid::now_v7().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no event"));
+}

@@ -46,6 +46,15 @@ pub enum IngestCommand {
 /// `jarvis events ...`
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
+    /// Print the causal chain of an event, oldest first: what caused it, back to its root (a candle, a
+    /// message), with the evidence each decision cites.
+    Trace {
+        /// An event id (UUID) or a global position.
+        event: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print events from JetStream, one per line, oldest first.
     Tail {
         /// Subject filter, e.g. `jarvis.evt.market.>`.
@@ -203,18 +212,21 @@ pub async fn up(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `jarvis events tail`.
+/// `jarvis events tail` and `jarvis events trace`.
 ///
 /// # Errors
-/// When the bus is unreachable or the stream is missing.
+/// When the bus or the store is unreachable, the stream is missing, or the event is unknown.
 pub async fn events(config: &Config, data_dir: &Path, cmd: EventsCommand) -> anyhow::Result<()> {
-    let EventsCommand::Tail {
-        subject,
-        limit,
-        new,
-        follow,
-        json,
-    } = cmd;
+    let (subject, limit, new, follow, json) = match cmd {
+        EventsCommand::Trace { event, json } => return trace(config, data_dir, &event, json).await,
+        EventsCommand::Tail {
+            subject,
+            limit,
+            new,
+            follow,
+            json,
+        } => (subject, limit, new, follow, json),
+    };
     let endpoints = Endpoints::resolve(config, data_dir);
     let (_, js) = endpoints.bus("jarvis-events-tail").await?;
     let stream = js
@@ -392,4 +404,89 @@ pub async fn status(config: &Config, data_dir: &Path, json_out: bool) -> anyhow:
         }
     }
     Ok(())
+}
+
+/// `jarvis events trace`.
+async fn trace(config: &Config, data_dir: &Path, event: &str, json: bool) -> anyhow::Result<()> {
+    let endpoints = Endpoints::resolve(config, data_dir);
+    let store = endpoints.store(config).await?;
+    let found = match (event.parse::<uuid::Uuid>(), event.parse::<i64>()) {
+        (Ok(id), _) => store.event_by_id(id).await?,
+        (_, Ok(position)) => store.event_at(position).await?,
+        _ => {
+            return Err(Exit {
+                code: 2,
+                message: format!("{event:?} is neither an event id (UUID) nor a global position"),
+            }
+            .into())
+        }
+    };
+    let Some(found) = found else {
+        return Err(Exit {
+            code: 2,
+            message: format!("no event {event} in the store"),
+        }
+        .into());
+    };
+    let mut out = std::io::stdout().lock();
+    for (depth, event) in store.causal_chain(found).await?.iter().enumerate() {
+        let evidence = evidence_of(&event.payload);
+        if json {
+            writeln!(
+                out,
+                "{}",
+                json!({
+                    "depth": depth,
+                    "id": event.event_id,
+                    "position": event.position,
+                    "type": event.ce_type(),
+                    "subject": event.aggregate_id,
+                    "sequence": event.sequence,
+                    "source": event.metadata.source,
+                    "correlation_id": event.metadata.correlation_id,
+                    "causation_id": event.metadata.causation_id,
+                    "recorded_at": event.recorded_at,
+                    "evidence": evidence,
+                    "data": event.payload,
+                })
+            )?;
+        } else {
+            writeln!(
+                out,
+                "{:>8} {} {} {} (by {}) {}",
+                event.position,
+                event.ce_type(),
+                event.aggregate_id,
+                event.recorded_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                event.metadata.source,
+                event.payload
+            )?;
+            for id in &evidence {
+                match store.event_by_id(*id).await? {
+                    Some(e) => writeln!(
+                        out,
+                        "         evidence: {} {} {} {}",
+                        e.position,
+                        e.ce_type(),
+                        e.aggregate_id,
+                        e.payload
+                    )?,
+                    None => writeln!(out, "         evidence: {id} (not in the store)")?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Event ids a decision cites as evidence (`rationale.evidence` or `evidence` in its payload).
+fn evidence_of(payload: &serde_json::Value) -> Vec<uuid::Uuid> {
+    let list = payload
+        .pointer("/rationale/evidence")
+        .or_else(|| payload.get("evidence"))
+        .and_then(|v| v.as_array());
+    list.into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str()?.parse().ok())
+        .collect()
 }

@@ -120,6 +120,45 @@ impl EventStore {
         row.as_ref().map(decode_row).transpose()
     }
 
+    /// The event at global position `position`, if the store has it.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] or [`StoreError::Corrupt`].
+    pub async fn event_at(&self, position: i64) -> Result<Option<RecordedEvent>, StoreError> {
+        let row = sqlx::query(select_events!("WHERE position = $1"))
+            .bind(position)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode_row).transpose()
+    }
+
+    /// The causal chain that ends at `event`, oldest first: each event's `causation_id` names the event
+    /// before it, back to a root whose cause is not an event (a command, an ingest run). Stops after 1,000
+    /// steps or at a cycle, which the store should never hold.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] or [`StoreError::Corrupt`].
+    pub async fn causal_chain(
+        &self,
+        event: RecordedEvent,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut chain = vec![event];
+        let mut seen = std::collections::HashSet::new();
+        while chain.len() < 1_000 {
+            let last = &chain[chain.len() - 1];
+            let cause = last.metadata.causation_id;
+            if cause == last.event_id || !seen.insert(cause) {
+                break;
+            }
+            match self.event_by_id(cause).await? {
+                Some(earlier) => chain.push(earlier),
+                None => break,
+            }
+        }
+        chain.reverse();
+        Ok(chain)
+    }
+
     /// The named checkpoint, or the start of the store.
     ///
     /// # Errors
