@@ -985,3 +985,93 @@ async fn events_trace_prints_the_causal_chain_oldest_first() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no event"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_are_nats_micro_services_that_answer_json_requests() {
+    use jarvis_bus::service::{parse, serve, ServiceError};
+    let nats = jarvis_testkit::NatsServer::start();
+    let (client, _) = jarvis_bus::connect(&nats.url(), "test").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = client.clone();
+    tokio::spawn(async move {
+        serve(
+            &server,
+            "echo",
+            "echoes a reason",
+            &["say", "fail"],
+            |verb, body| async move {
+                #[derive(serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Say {
+                    reason: String,
+                }
+                let say: Say = parse(&body)?;
+                match verb.as_str() {
+                    "say" => Ok(serde_json::json!({ "said": say.reason })),
+                    _ => Err(ServiceError::refused(format!("refusing {:?}", say.reason))),
+                }
+            },
+            async {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .unwrap();
+    });
+    // What `nats req jarvis.cmd.echo.say '{"reason":"hi"}'` does.
+    let reply = eventually(Duration::from_secs(10), "the service answering", || async {
+        client
+            .request("jarvis.cmd.echo.say", Bytes::from(r#"{"reason":"hi"}"#))
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()["said"],
+        "hi"
+    );
+    let bad = client
+        .request("jarvis.cmd.echo.say", Bytes::from(r#"{"reasn":"hi"}"#))
+        .await
+        .unwrap();
+    let h = bad.headers.unwrap();
+    assert_eq!(h.get("Nats-Service-Error-Code").unwrap().as_str(), "400");
+    assert!(h
+        .get("Nats-Service-Error")
+        .unwrap()
+        .as_str()
+        .contains("unknown field `reasn`"));
+    let refused = client
+        .request("jarvis.cmd.echo.fail", Bytes::from(r#"{"reason":"x"}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused
+            .headers
+            .unwrap()
+            .get("Nats-Service-Error-Code")
+            .unwrap()
+            .as_str(),
+        "409"
+    );
+    // What `nats micro ls` / `nats micro info` rely on.
+    let ping = client
+        .request("$SRV.PING.jarvis-echo", Bytes::new())
+        .await
+        .unwrap();
+    let ping: serde_json::Value = serde_json::from_slice(&ping.payload).unwrap();
+    assert_eq!(ping["name"], "jarvis-echo");
+    let info = client
+        .request("$SRV.INFO.jarvis-echo", Bytes::new())
+        .await
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
+    let subjects: Vec<&str> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap())
+        .collect();
+    assert!(subjects.contains(&"jarvis.cmd.echo.say"), "{subjects:?}");
+    let _ = stop.send(());
+}

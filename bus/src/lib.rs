@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod envelope;
 pub mod provision;
 pub mod server;
+pub mod service;
 
 pub use consumer::{run_consumer, ConsumerSettings, Handler, HandlerError};
 pub use envelope::{Envelope, EnvelopeError};
