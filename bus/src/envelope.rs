@@ -168,6 +168,15 @@ impl Envelope {
         })
     }
 
+    /// Metadata for an event caused by this one: the same story, caused by this event, written by `source`.
+    pub fn caused(&self, source: impl Into<String>) -> jarvis_domain::EventMetadata {
+        jarvis_domain::EventMetadata {
+            correlation_id: self.correlation_id,
+            causation_id: self.id,
+            source: source.into(),
+        }
+    }
+
     /// One JSON object with the attributes (snake_case) and the payload, as `jarvis events tail` prints it.
     pub fn to_json(&self) -> Value {
         let data: Value = serde_json::from_slice(&self.data)
