@@ -14,7 +14,9 @@ use crate::values::Symbol;
 const ORDER_NAMESPACE: Uuid = Uuid::from_u128(0x6a61_7276_6973_4f72_6465_7249_6473_0001);
 
 /// The id of an order, and of its `Order` aggregate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct OrderId(pub Uuid);
 
