@@ -12,6 +12,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::market::{MarketFeed, MarketFeedEvent};
+use crate::trading::order::{Order, OrderEvent};
+use crate::trading::portfolio::{Portfolio, PortfolioEvent};
+use crate::trading::risk::{RiskBook, RiskEvent};
 
 /// An aggregate that belongs to a bounded context, which names its events on the bus.
 pub trait JarvisAggregate: Aggregate {
@@ -19,10 +22,28 @@ pub trait JarvisAggregate: Aggregate {
     const CONTEXT: &'static str;
 }
 
+/// The event enum of an aggregate, with every event type it has and its current version.
+pub trait EventTypes: DomainEvent {
+    /// `(event type, current version)` of every variant.
+    const TYPES: &'static [(&'static str, u32)];
+}
+
+macro_rules! event_types {
+    ($($enum:ty),*) => {
+        $(impl EventTypes for $enum {
+            const TYPES: &'static [(&'static str, u32)] = <$enum>::TYPES;
+        })*
+    };
+}
+event_types!(MarketFeedEvent, OrderEvent, PortfolioEvent, RiskEvent);
+
 /// The bounded context of a stored aggregate type, if Jarvis knows it.
 pub fn context_of(aggregate_type: &str) -> Option<&'static str> {
     match aggregate_type {
         MarketFeed::TYPE => Some(MarketFeed::CONTEXT),
+        Order::TYPE => Some(Order::CONTEXT),
+        Portfolio::TYPE => Some(Portfolio::CONTEXT),
+        RiskBook::TYPE => Some(RiskBook::CONTEXT),
         _ => None,
     }
 }
@@ -212,8 +233,41 @@ pub enum DecodeError {
 /// Any event Jarvis knows, decoded from the bus by its CloudEvents type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AnyEvent {
-    /// An event of a `MarketFeed`.
+    /// An event of a `MarketFeed` (context `market`).
     Market(MarketFeedEvent),
+    /// An event of an `Order` (context `trade`).
+    Trade(OrderEvent),
+    /// An event of the `Portfolio` (context `portfolio`).
+    Portfolio(PortfolioEvent),
+    /// An event of the `RiskBook` (context `risk`).
+    Risk(RiskEvent),
+}
+
+/// Decodes the body of `event_type` at `version` as an event of the enum `E`.
+fn decode_as<E: EventTypes>(
+    ce_type: &str,
+    event_type: &str,
+    version: u32,
+    data: &[u8],
+) -> Result<E, DecodeError> {
+    let supported = E::TYPES
+        .iter()
+        .find(|(t, _)| *t == event_type)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| DecodeError::UnknownType(ce_type.to_string()))?;
+    if version > supported || version == 0 {
+        return Err(DecodeError::UnsupportedVersion {
+            ce_type: ce_type.to_string(),
+            supported,
+        });
+    }
+    let invalid = |e: serde_json::Error| DecodeError::InvalidPayload {
+        ce_type: ce_type.to_string(),
+        error: e.to_string(),
+    };
+    let body: Value = serde_json::from_slice(data).map_err(invalid)?;
+    let wrapped = Value::Object([(event_type.to_string(), body)].into_iter().collect());
+    serde_json::from_value(wrapped).map_err(invalid)
 }
 
 impl AnyEvent {
@@ -237,26 +291,13 @@ impl AnyEvent {
             .strip_prefix('v')
             .and_then(|v| v.parse().ok())
             .ok_or_else(malformed)?;
-        let invalid = |e: serde_json::Error| DecodeError::InvalidPayload {
-            ce_type: ce_type.to_string(),
-            error: e.to_string(),
-        };
         match context {
-            MarketFeed::CONTEXT => {
-                let supported = MarketFeedEvent::version_of(event_type)
-                    .ok_or_else(|| DecodeError::UnknownType(ce_type.to_string()))?;
-                if version > supported || version == 0 {
-                    return Err(DecodeError::UnsupportedVersion {
-                        ce_type: ce_type.to_string(),
-                        supported,
-                    });
-                }
-                let body: Value = serde_json::from_slice(data).map_err(invalid)?;
-                let wrapped = Value::Object([(event_type.to_string(), body)].into_iter().collect());
-                Ok(Self::Market(
-                    serde_json::from_value(wrapped).map_err(invalid)?,
-                ))
+            MarketFeed::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Market),
+            Order::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Trade),
+            Portfolio::CONTEXT => {
+                decode_as(ce_type, event_type, version, data).map(Self::Portfolio)
             }
+            RiskBook::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Risk),
             _ => Err(DecodeError::UnknownType(ce_type.to_string())),
         }
     }
@@ -265,6 +306,9 @@ impl AnyEvent {
     pub fn event_type(&self) -> String {
         match self {
             Self::Market(e) => e.event_type(),
+            Self::Trade(e) => e.event_type(),
+            Self::Portfolio(e) => e.event_type(),
+            Self::Risk(e) => e.event_type(),
         }
     }
 }
@@ -293,6 +337,10 @@ mod tests {
             DecodeError::UnknownType(_)
         ));
         assert!(matches!(
+            d("jarvis.nope.X.v1", CANDLE),
+            DecodeError::UnknownType(_)
+        ));
+        assert!(matches!(
             d("market.CandleClosed", CANDLE),
             DecodeError::MalformedType(_)
         ));
@@ -308,6 +356,34 @@ mod tests {
         assert!(err.to_string().contains("missing field"), "{err}");
         let err = d("jarvis.market.CandleClosed.v1", "not json");
         assert!(matches!(err, DecodeError::InvalidPayload { .. }));
+    }
+
+    #[test]
+    fn every_context_decodes_what_it_stores() {
+        use crate::trading::risk::RiskEvent;
+        let event = RiskEvent::TradingResumed {
+            reason: "manual".into(),
+            at: "2021-12-06T00:00:00Z".parse().unwrap(),
+        };
+        let stored = serde_json::to_value(&event).unwrap();
+        let body = unwrap_payload(&event.event_type(), stored);
+        let decoded = AnyEvent::decode(
+            &ce_type(
+                RiskBook::CONTEXT,
+                &event.event_type(),
+                &event.event_version(),
+            ),
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(decoded, AnyEvent::Risk(event));
+        for (aggregate, context) in [
+            ("Order", "trade"),
+            ("Portfolio", "portfolio"),
+            ("RiskBook", "risk"),
+        ] {
+            assert_eq!(context_of(aggregate), Some(context));
+        }
     }
 
     #[test]
