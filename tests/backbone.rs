@@ -1075,3 +1075,69 @@ async fn agents_are_nats_micro_services_that_answer_json_requests() {
     assert!(subjects.contains(&"jarvis.cmd.echo.say"), "{subjects:?}");
     let _ = stop.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_is_a_nats_request_that_appends_trading_halted() {
+    let env = Env::start().await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(jarvis_agents::risk::serve_commands(
+        env.store.clone(),
+        env.client.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let request = |verb: &'static str, body: &'static str| {
+        let client = env.client.clone();
+        async move {
+            eventually(Duration::from_secs(10), "jarvis-risk answering", || {
+                let client = client.clone();
+                async move {
+                    client
+                        .request(format!("jarvis.cmd.risk.{verb}"), Bytes::from(body))
+                        .await
+                        .ok()
+                }
+            })
+            .await
+        }
+    };
+    let json =
+        |m: async_nats::Message| serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap();
+    // `nats req jarvis.cmd.risk.halt '{"reason":"manual"}'`
+    let halted = json(request("halt", r#"{"reason":"manual"}"#).await);
+    assert_eq!(halted["halted"], true);
+    assert_eq!(halted["halt"]["reason"], "manual");
+    assert_eq!(halted["halt"]["rule"], "halted");
+    // Halting again changes nothing.
+    json(request("halt", r#"{"reason":"again"}"#).await);
+    let stored = read_all(&env.store, 1).await;
+    assert_eq!(stored[0].ce_type(), "jarvis.risk.TradingHalted.v1");
+    assert_eq!(stored[0].metadata.source, "operator:halt");
+    assert_eq!(json(request("status", "").await)["halted"], true);
+    let resumed = json(request("resume", r#"{"reason":"checked"}"#).await);
+    assert_eq!(resumed["halted"], false);
+    let stored = read_all(&env.store, 2).await;
+    assert_eq!(stored[1].ce_type(), "jarvis.risk.TradingResumed.v1");
+    // A malformed request is refused with a reason, and nothing is written.
+    let bad = request("halt", r#"{"reson":"typo"}"#).await;
+    let h = bad.headers.unwrap();
+    assert_eq!(h.get("Nats-Service-Error-Code").unwrap().as_str(), "400");
+    assert!(h
+        .get("Nats-Service-Error")
+        .unwrap()
+        .as_str()
+        .contains("reson"));
+    let blank = request("halt", r#"{"reason":"  "}"#).await;
+    assert_eq!(
+        blank
+            .headers
+            .unwrap()
+            .get("Nats-Service-Error-Code")
+            .unwrap()
+            .as_str(),
+        "409"
+    );
+    assert_eq!(env.store.count().await.unwrap(), 2);
+    let _ = stop.send(());
+}

@@ -118,6 +118,18 @@ fn jarvis_up_runs_a_private_stack_that_other_commands_find_and_stops_it_on_sigte
     assert_eq!(lines[0]["type"], "jarvis.market.CandleClosed.v1");
     assert_eq!(lines[0]["data"]["symbol"], "SOL/USD");
 
+    // The kill switch answers on the private NATS: what `nats req jarvis.cmd.risk.halt` does.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reply: serde_json::Value = runtime.block_on(async {
+        let client = async_nats::connect(&nats_url).await.unwrap();
+        let reply = client
+            .request("jarvis.cmd.risk.halt", r#"{"reason":"test"}"#.into())
+            .await
+            .unwrap();
+        serde_json::from_slice(&reply.payload).unwrap()
+    });
+    assert_eq!(reply["halted"], true, "{reply}");
+
     // SIGTERM: the servers go with it, and so does stack.json.
     let data = data_dir.to_string_lossy().to_string();
     assert!(

@@ -3,10 +3,12 @@
 //! # Layout
 //! - [`relay`]: the outbox relay, which publishes every stored event to JetStream in the store's gap-safe
 //!   order, exactly once, with leader election by advisory lock.
+//! - [`risk`]: the risk agent: the risk book's halt, resume and status as the micro service `jarvis-risk`.
 //! - [`runtime`]: what agents share (mapping command failures onto retry or dead-letter).
 //! - [`market`]: the market agent: candle files ([`market::candle_file`]) and their ingestion into
 //!   `MarketFeed` aggregates ([`market::ingest`]).
 
 pub mod market;
 pub mod relay;
+pub mod risk;
 pub mod runtime;

@@ -80,12 +80,16 @@ async fn connect_and_migrate(
     config: &Config,
     endpoints: &Endpoints,
     name: &str,
-) -> anyhow::Result<(EventStore, async_nats::jetstream::Context)> {
+) -> anyhow::Result<(
+    EventStore,
+    async_nats::Client,
+    async_nats::jetstream::Context,
+)> {
     let store = endpoints.store(config).await?;
     store.migrate().await.context("migrating the store")?;
-    let (_, js) = endpoints.bus(name).await?;
+    let (client, js) = endpoints.bus(name).await?;
     ensure_streams(&js, &config.stream_settings()).await?;
-    Ok((store, js))
+    Ok((store, client, js))
 }
 
 /// `jarvis migrate`.
@@ -183,7 +187,7 @@ pub async fn ingest(config: &Config, data_dir: &Path, cmd: IngestCommand) -> any
 /// When the store or the bus cannot be reached at start.
 pub async fn relay(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
     let endpoints = Endpoints::resolve(config, data_dir);
-    let (store, js) = connect_and_migrate(config, &endpoints, "jarvis-relay").await?;
+    let (store, _, js) = connect_and_migrate(config, &endpoints, "jarvis-relay").await?;
     run_relay(store, js, config.relay_settings(), shutdown_signal()).await;
     tracing::info!("relay stopped");
     Ok(())
@@ -197,15 +201,35 @@ pub async fn relay(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
 pub async fn up(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
     let stack = LocalStack::start(config, data_dir)?;
     let endpoints = stack.endpoints.clone();
-    let (store, js) = connect_and_migrate(config, &endpoints, "jarvis-up").await?;
+    let (store, client, js) = connect_and_migrate(config, &endpoints, "jarvis-up").await?;
     println!(
         "jarvis is up: store {} · bus {} · press Ctrl-C to stop",
         jarvis_store::redact_url(&endpoints.database_url),
         jarvis_bus::redact_url(&endpoints.nats_url)
     );
     let pool = store.pool().clone();
-    run_relay(store, js, config.relay_settings(), shutdown_signal()).await;
+    // One signal stops every component.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let relay = tokio::spawn(run_relay(
+        store.clone(),
+        js,
+        config.relay_settings(),
+        until_stopped(stopped.clone()),
+    ));
+    let risk_stopped = until_stopped(stopped.clone());
+    let risk = tokio::spawn(async move {
+        if let Err(e) = jarvis_agents::risk::serve_commands(store, client, risk_stopped).await {
+            tracing::error!(cause = %e, "the risk service failed; halt and resume are unavailable");
+        }
+    });
+    shutdown_signal().await;
     tracing::info!("stopping");
+    let _ = stop.send(true);
+    let _ = relay.await;
+    let _ = risk.await;
     // Close our connections before the private Postgres shuts down under them.
     pool.close().await;
     drop(stack);

@@ -256,6 +256,37 @@ impl EventStore {
     }
 }
 
+impl EventStore {
+    /// The current state of aggregate `A` with id `id` (the default state when it has no events), reading
+    /// its latest snapshot first when `snapshot_size` is given.
+    ///
+    /// # Errors
+    /// The store's failures as cqrs-es reports them.
+    pub async fn load<A: Aggregate>(
+        &self,
+        id: &str,
+        snapshot_size: Option<usize>,
+    ) -> Result<A, AggregateError<A::Error>> {
+        use cqrs_es::{AggregateContext, EventStore as _};
+        let mut context = match snapshot_size {
+            Some(size) => {
+                let repo = JarvisEventRepository::with_snapshot_size(self.pool.clone(), size);
+                PersistedEventStore::<_, A>::new_snapshot_store(repo, size)
+                    .load_aggregate(id)
+                    .await?
+            }
+            None => {
+                PersistedEventStore::<_, A>::new_event_store(JarvisEventRepository::new(
+                    self.pool.clone(),
+                ))
+                .load_aggregate(id)
+                .await?
+            }
+        };
+        Ok(std::mem::take(context.aggregate()))
+    }
+}
+
 /// How a command went through [`execute_with_retry`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Executed {

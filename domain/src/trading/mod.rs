@@ -12,5 +12,7 @@ pub mod values;
 
 pub use order::{Order, OrderCommand, OrderEvent, OrderStatus, TradeProposal};
 pub use portfolio::{Portfolio, PortfolioCommand, PortfolioEvent, PortfolioView};
-pub use risk::{ProposalToAssess, QuoteCheck, RiskBook, RiskCommand, RiskEvent, RiskLimits, RiskView};
+pub use risk::{
+    ProposalToAssess, QuoteCheck, RiskBook, RiskCommand, RiskEvent, RiskLimits, RiskView,
+};
 pub use values::{OrderId, PricePoint, Rationale, RiskRule, RiskViolation, Side};

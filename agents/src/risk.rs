@@ -1,0 +1,107 @@
+//! The risk agent: the `RiskBook`'s commands as the NATS micro service `jarvis-risk`.
+//!
+//! - `jarvis.cmd.risk.halt` `{"reason": "..."}` appends `TradingHalted` (the kill switch); while halted,
+//!   every proposal is refused with rule `halted`.
+//! - `jarvis.cmd.risk.resume` `{"reason": "..."}` appends `TradingResumed`.
+//! - `jarvis.cmd.risk.status` `{}` answers the halt and the limits.
+//!
+//! `nats req jarvis.cmd.risk.halt '{"reason":"manual"}'` works from a shell. Halting twice, or resuming a book
+//! that is not halted, changes nothing and says so. An operator's halt is stamped with the wall clock: it is
+//! an outside event that happens now, not a decision taken from market data.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use cqrs_es::AggregateError;
+use jarvis_bus::service::{parse, serve, ServiceError};
+use jarvis_bus::BusError;
+use jarvis_domain::trading::risk::RiskError;
+use jarvis_domain::trading::{RiskBook, RiskCommand};
+use jarvis_domain::EventMetadata;
+use jarvis_store::{execute_with_retry, EventStore};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// The id of the one risk book.
+pub const RISK_BOOK: &str = "main";
+/// Events between snapshots of the risk book.
+pub const SNAPSHOT_EVERY: usize = 200;
+/// Retries after conflicts with another writer.
+const RETRIES: u32 = 5;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reason {
+    reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+fn store_failure(e: AggregateError<RiskError>) -> ServiceError {
+    match e {
+        AggregateError::UserError(e) => ServiceError::refused(e.to_string()),
+        other => ServiceError::internal(other.to_string()),
+    }
+}
+
+async fn book_status(store: &EventStore) -> Result<Value, ServiceError> {
+    let book: RiskBook = store
+        .load(RISK_BOOK, Some(SNAPSHOT_EVERY))
+        .await
+        .map_err(store_failure)?;
+    Ok(json!({
+        "halted": book.halt().is_some(),
+        "halt": book.halt(),
+        "limits": book.limits(),
+    }))
+}
+
+async fn handle(store: &EventStore, verb: &str, body: &[u8]) -> Result<Value, ServiceError> {
+    let cqrs = store.snapshot_cqrs::<RiskBook>(SNAPSHOT_EVERY, ());
+    let at = chrono::Utc::now();
+    let command = match verb {
+        "halt" => {
+            let Reason { reason } = parse(body)?;
+            RiskCommand::Halt { reason, at }
+        }
+        "resume" => {
+            let Reason { reason } = parse(body)?;
+            RiskCommand::Resume { reason, at }
+        }
+        "status" => {
+            let Empty {} = parse(body)?;
+            return book_status(store).await;
+        }
+        other => return Err(ServiceError::bad_request(format!("unknown verb {other:?}"))),
+    };
+    let metadata = EventMetadata::root(format!("operator:{verb}"));
+    execute_with_retry(&cqrs, RISK_BOOK, command, &metadata, RETRIES)
+        .await
+        .map_err(store_failure)?;
+    book_status(store).await
+}
+
+/// Serves `jarvis-risk` until `shutdown` completes.
+///
+/// # Errors
+/// [`BusError`] when the service cannot be registered with NATS.
+pub async fn serve_commands(
+    store: EventStore,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BusError> {
+    serve(
+        &client,
+        "risk",
+        "Jarvis risk book: halt (kill switch), resume, status",
+        &["halt", "resume", "status"],
+        |verb: String, body: Bytes| {
+            let store = store.clone();
+            async move { handle(&store, &verb, &body).await }
+        },
+        shutdown,
+    )
+    .await
+}
