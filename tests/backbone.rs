@@ -425,7 +425,7 @@ fn poison_headers(ce_type: &str, subject: &str) -> HeaderMap {
     h
 }
 
-const GOOD_CANDLE: &str = r#"{"symbol":"SOL/USDT","open_time":"2021-12-06T00:00:00Z","open":"1","high":"2","low":"1","close":"2","volume":"3"}"#;
+const GOOD_CANDLE: &str = r#"{"symbol":"SOL/USDT","open_time":"2021-12-06T00:00:00Z","close_time":"2021-12-06T01:00:00Z","open":"1","high":"2","low":"1","close":"2","volume":"3"}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_the_dlq_and_the_consumer_goes_on() {
@@ -850,6 +850,7 @@ async fn snapshots_record_the_sequence_they_cover() {
                 jarvis_domain::Candle {
                     symbol: jarvis_domain::Symbol::new_checked("SOL/USDT").unwrap(),
                     open_time: start + chrono::Duration::hours(h),
+                    close_time: start + chrono::Duration::hours(h + 1),
                     open: p,
                     high: p,
                     low: p,

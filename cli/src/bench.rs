@@ -147,6 +147,7 @@ fn candle(i: usize) -> Candle {
     Candle {
         symbol: bench_symbol(),
         open_time: start + chrono::Duration::hours(i as i64),
+        close_time: start + chrono::Duration::hours(i as i64 + 1),
         open: price,
         high: price + Decimal::ONE,
         low: price - Decimal::ONE,

@@ -317,7 +317,7 @@ impl AnyEvent {
 mod tests {
     use super::*;
 
-    const CANDLE: &str = r#"{"symbol":"SOL/USDT","open_time":"2021-12-06T00:00:00Z","open":"196.49","high":"197.08","low":"191.83","close":"192.33","volume":"21138.82"}"#;
+    const CANDLE: &str = r#"{"symbol":"SOL/USDT","open_time":"2021-12-06T00:00:00Z","close_time":"2021-12-06T01:00:00Z","open":"196.49","high":"197.08","low":"191.83","close":"192.33","volume":"21138.82"}"#;
 
     #[test]
     fn decodes_known_type() {

@@ -114,6 +114,8 @@ pub struct Candle {
     pub symbol: Symbol,
     /// Start of the candle's interval, UTC.
     pub open_time: DateTime<Utc>,
+    /// End of the candle's interval, UTC: when it closed, the event time of everything decided from it.
+    pub close_time: DateTime<Utc>,
     /// First traded price.
     pub open: Decimal,
     /// Highest traded price.
@@ -165,6 +167,12 @@ impl Candle {
                 )));
             }
         }
+        if self.close_time <= self.open_time {
+            return Err(bad(format!(
+                "close_time {} is not after open_time {}",
+                self.close_time, self.open_time
+            )));
+        }
         if self.open_time.second() != 0 || self.open_time.nanosecond() != 0 {
             return Err(bad(format!(
                 "open_time {} is not on a whole minute",
@@ -187,6 +195,7 @@ mod tests {
         Candle {
             symbol: Symbol::new_checked("SOL/USDT").unwrap(),
             open_time: "2021-12-06T00:00:00Z".parse().unwrap(),
+            close_time: "2021-12-06T01:00:00Z".parse().unwrap(),
             open: dec("196.49"),
             high: dec("197.08"),
             low: dec("191.83"),

@@ -58,6 +58,7 @@ pub async fn append_days(store: &EventStore, symbol: &str, first: i64, days: i64
                 Candle {
                     symbol: Symbol::new_checked(symbol).unwrap(),
                     open_time: start + Days::days(day) + Days::hours(h),
+                    close_time: start + Days::days(day) + Days::hours(h + 1),
                     open: p,
                     high: p + Decimal::ONE,
                     low: p - Decimal::ONE,

@@ -421,7 +421,14 @@ fn parse_binance(
         }
         at
     };
-    let candle = ohlcv(rec, header, [4, 5, 6, 7, 8], symbol, open_time)?;
+    let candle = ohlcv(
+        rec,
+        header,
+        [4, 5, 6, 7, 8],
+        symbol,
+        open_time,
+        Interval::Hour,
+    )?;
     Ok((candle, newer_export))
 }
 
@@ -436,7 +443,14 @@ fn parse_yahoo(
         .map_err(|_| format!("field Date: {date:?} is not YYYY-MM-DD"))?;
     let open_time = day.and_time(NaiveTime::MIN).and_utc();
     Ok((
-        ohlcv(rec, header, [1, 2, 3, 4, 6], symbol, open_time)?,
+        ohlcv(
+            rec,
+            header,
+            [1, 2, 3, 4, 6],
+            symbol,
+            open_time,
+            Interval::Day,
+        )?,
         false,
     ))
 }
@@ -448,10 +462,12 @@ fn ohlcv(
     [open, high, low, close, volume]: [usize; 5],
     symbol: &Symbol,
     open_time: DateTime<Utc>,
+    interval: Interval,
 ) -> Result<Candle, String> {
     Ok(Candle {
         symbol: symbol.clone(),
         open_time,
+        close_time: open_time + interval.duration(),
         open: decimal(rec, header, open)?,
         high: decimal(rec, header, high)?,
         low: decimal(rec, header, low)?,

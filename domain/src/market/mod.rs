@@ -252,6 +252,7 @@ mod tests {
         Candle {
             symbol: Symbol::new_checked("BTC/USDT").unwrap(),
             open_time: format!("2021-12-06T{hour:02}:00:00Z").parse().unwrap(),
+            close_time: format!("2021-12-06T{hour:02}:59:59Z").parse().unwrap(),
             open: close,
             high: close,
             low: close,
@@ -337,6 +338,7 @@ mod tests {
     fn candle_of_another_day_or_invalid_is_refused() {
         let mut other_day = candle(1, "100");
         other_day.open_time = "2021-12-07T01:00:00Z".parse().unwrap();
+        other_day.close_time = "2021-12-07T02:00:00Z".parse().unwrap();
         Given::with(())
             .given_no_previous_events()
             .when(record(other_day))
