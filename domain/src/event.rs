@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::market::{MarketFeed, MarketFeedEvent};
 use crate::trading::order::{Order, OrderEvent};
+use crate::trading::paper::{PaperEvent, PaperVenue};
 use crate::trading::portfolio::{Portfolio, PortfolioEvent};
 use crate::trading::risk::{RiskBook, RiskEvent};
 
@@ -35,7 +36,7 @@ macro_rules! event_types {
         })*
     };
 }
-event_types!(MarketFeedEvent, OrderEvent, PortfolioEvent, RiskEvent);
+event_types!(MarketFeedEvent, OrderEvent, PortfolioEvent, RiskEvent, PaperEvent);
 
 /// The bounded context of a stored aggregate type, if Jarvis knows it.
 pub fn context_of(aggregate_type: &str) -> Option<&'static str> {
@@ -44,6 +45,7 @@ pub fn context_of(aggregate_type: &str) -> Option<&'static str> {
         Order::TYPE => Some(Order::CONTEXT),
         Portfolio::TYPE => Some(Portfolio::CONTEXT),
         RiskBook::TYPE => Some(RiskBook::CONTEXT),
+        PaperVenue::TYPE => Some(PaperVenue::CONTEXT),
         _ => None,
     }
 }
@@ -241,6 +243,8 @@ pub enum AnyEvent {
     Portfolio(PortfolioEvent),
     /// An event of the `RiskBook` (context `risk`).
     Risk(RiskEvent),
+    /// An event of the `PaperVenue` (context `execution`).
+    Execution(PaperEvent),
 }
 
 /// Decodes the body of `event_type` at `version` as an event of the enum `E`.
@@ -298,6 +302,7 @@ impl AnyEvent {
                 decode_as(ce_type, event_type, version, data).map(Self::Portfolio)
             }
             RiskBook::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Risk),
+            PaperVenue::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Execution),
             _ => Err(DecodeError::UnknownType(ce_type.to_string())),
         }
     }
@@ -309,6 +314,7 @@ impl AnyEvent {
             Self::Trade(e) => e.event_type(),
             Self::Portfolio(e) => e.event_type(),
             Self::Risk(e) => e.event_type(),
+            Self::Execution(e) => e.event_type(),
         }
     }
 }
@@ -381,6 +387,7 @@ mod tests {
             ("Order", "trade"),
             ("Portfolio", "portfolio"),
             ("RiskBook", "risk"),
+            ("PaperVenue", "execution"),
         ] {
             assert_eq!(context_of(aggregate), Some(context));
         }

@@ -154,6 +154,11 @@ impl MarketFeed {
         self.candles.len()
     }
 
+    /// The candles recorded, oldest first.
+    pub fn candles(&self) -> impl Iterator<Item = &Candle> {
+        self.candles.values()
+    }
+
     /// Whether the feed holds no candle.
     pub fn is_empty(&self) -> bool {
         self.candles.is_empty()

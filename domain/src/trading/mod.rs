@@ -3,9 +3,12 @@
 //! - [`values`]: order ids, sides, checked amounts, risk verdicts and rationales.
 //! - [`order`]: the `Order` aggregate, one per order: proposed → approved/rejected → submitted → filled/failed.
 //! - [`portfolio`]: the `Portfolio` aggregate: cash, positions, average cost, realised P&L, fees, marks.
+//! - [`paper`]: the `PaperVenue` aggregate: fills at the next observed price, with slippage, fees and a
+//!   volume cap.
 //! - [`risk`]: the `RiskBook` aggregate: limits, halts, and the assessment of every proposal.
 
 pub mod order;
+pub mod paper;
 pub mod portfolio;
 pub mod risk;
 pub mod values;

@@ -31,8 +31,10 @@ pub const VERDICT_MEMORY: usize = 1024;
 /// The window of [`RiskLimits::max_orders_per_minute`], in seconds.
 const RATE_WINDOW_SECS: u64 = 60;
 
-/// The limits the book enforces. Amounts are in the quote asset.
+/// The limits the book enforces. Amounts are in the quote asset. As configuration (`[risk]` in
+/// `jarvis.toml`), a missing key takes its default and an unknown key is an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct RiskLimits {
     /// Largest notional (quantity × reference price) of one order, buy or sell. Default 1,000.
     pub max_notional_per_order: Decimal,
