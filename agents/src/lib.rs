@@ -4,6 +4,9 @@
 //! - [`relay`]: the outbox relay, which publishes every stored event to JetStream in the store's gap-safe
 //!   order, exactly once, with leader election by advisory lock.
 //! - [`risk`]: the risk agent: the risk book's halt, resume and status as the micro service `jarvis-risk`.
+//! - [`trading`]: the trading pipeline: for each closed candle, execution → settlement → treasury → risk →
+//!   execution, each step an agent's command on its own aggregate.
+//! - [`treasury`]: strategies (a trait, and the default rebalancer with momentum and sentiment tilts).
 //! - [`runtime`]: what agents share (mapping command failures onto retry or dead-letter).
 //! - [`market`]: the market agent: candle files ([`market::candle_file`]) and their ingestion into
 //!   `MarketFeed` aggregates ([`market::ingest`]).
@@ -12,3 +15,5 @@ pub mod market;
 pub mod relay;
 pub mod risk;
 pub mod runtime;
+pub mod trading;
+pub mod treasury;

@@ -77,9 +77,16 @@ async fn handle(store: &EventStore, verb: &str, body: &[u8]) -> Result<Value, Se
         other => return Err(ServiceError::bad_request(format!("unknown verb {other:?}"))),
     };
     let metadata = EventMetadata::root(format!("operator:{verb}"));
-    execute_with_retry(&cqrs, RISK_BOOK, command, &metadata, RETRIES)
+    // Through the trading gate: the halt lands between two candles' decisions, never inside one.
+    let gate = store
+        .close_gate()
         .await
-        .map_err(store_failure)?;
+        .map_err(|e| ServiceError::internal(e.to_string()))?;
+    let done = execute_with_retry(&cqrs, RISK_BOOK, command, &metadata, RETRIES).await;
+    gate.open()
+        .await
+        .map_err(|e| ServiceError::internal(e.to_string()))?;
+    done.map_err(store_failure)?;
     book_status(store).await
 }
 

@@ -9,9 +9,11 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use clap::Subcommand;
 use futures::StreamExt;
 use jarvis_agents::market::candle_file::read_candle_file;
-use jarvis_agents::market::ingest::ingest_file;
+use jarvis_agents::market::ingest::{ingest_file, replay_file};
 use jarvis_agents::relay::run_relay;
-use jarvis_bus::{ensure_streams, Envelope, DLQ_STREAM, EVENTS_STREAM};
+use jarvis_bus::{
+    ensure_streams, run_consumer, ConsumerSettings, Envelope, DLQ_STREAM, EVENTS_STREAM,
+};
 use jarvis_domain::{EventMetadata, Symbol};
 use jarvis_store::EventStore;
 use serde_json::json;
@@ -37,10 +39,37 @@ pub enum IngestCommand {
         /// Days written at once. Above 1, days of a file may land in the store out of time order.
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
+        /// Feed the candles as if live, one at a time: this much wall time per candle interval
+        /// (e.g. `10ms` for one hour of market per 10 ms). Without it, candles are appended at full speed.
+        #[arg(long, value_parser = parse_duration)]
+        replay_speed: Option<std::time::Duration>,
         /// Print one JSON object per file.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Parses `250us`, `10ms`, `2s` or `1m`.
+///
+/// # Errors
+/// A message naming the value and the accepted units.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 10ms"))?;
+    let seconds = match unit {
+        "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{text:?}: unit must be us, ms, s or m")),
+    };
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 /// `jarvis events ...`
@@ -117,6 +146,7 @@ pub async fn ingest(config: &Config, data_dir: &Path, cmd: IngestCommand) -> any
         symbol,
         skip_bad,
         concurrency,
+        replay_speed,
         json,
     } = cmd;
     // Read every file first: a bad file stops the command before anything is written.
@@ -148,7 +178,10 @@ pub async fn ingest(config: &Config, data_dir: &Path, cmd: IngestCommand) -> any
     let metadata = EventMetadata::root("jarvis-ingest");
     let mut refused = 0;
     for file in &parsed {
-        let report = ingest_file(&store, file, &metadata, concurrency).await?;
+        let report = match replay_speed {
+            Some(per_interval) => replay_file(&store, file, &metadata, per_interval).await?,
+            None => ingest_file(&store, file, &metadata, concurrency).await?,
+        };
         refused += report.rejected.len();
         if json {
             println!("{}", serde_json::to_string(&report)?);
@@ -213,6 +246,8 @@ pub async fn up(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let store_for_trading = store.clone();
+    let js_for_trading = js.clone();
     let relay = tokio::spawn(run_relay(
         store.clone(),
         js,
@@ -225,10 +260,24 @@ pub async fn up(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
             tracing::error!(cause = %e, "the risk service failed; halt and resume are unavailable");
         }
     });
+    // The trading pipeline: one ordered consumer of closed candles (max one unacked message, so a retried
+    // candle is never overtaken by the next one).
+    let trading_stopped = until_stopped(stopped.clone());
+    let pipeline =
+        jarvis_agents::trading::TradingPipeline::new(store_for_trading, config.trading_settings());
+    let trading = tokio::spawn(async move {
+        let mut settings = ConsumerSettings::new("trading", "jarvis.evt.market.CandleClosed.>");
+        settings.max_ack_pending = 1;
+        settings.max_deliver = 20;
+        if let Err(e) = run_consumer(&js_for_trading, &settings, &pipeline, trading_stopped).await {
+            tracing::error!(cause = %e, "the trading pipeline failed to start");
+        }
+    });
     shutdown_signal().await;
     tracing::info!("stopping");
     let _ = stop.send(true);
     let _ = relay.await;
+    let _ = trading.await;
     let _ = risk.await;
     // Close our connections before the private Postgres shuts down under them.
     pool.close().await;

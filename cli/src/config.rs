@@ -23,6 +23,47 @@ pub struct Config {
     /// `[relay]`
     #[serde(default)]
     pub relay: RelayConfig,
+    /// `[portfolio]`
+    #[serde(default)]
+    pub portfolio: PortfolioConfig,
+    /// `[treasury]`: the strategy.
+    #[serde(default)]
+    pub treasury: jarvis_agents::treasury::StrategyConfig,
+    /// `[risk]`: the risk limits.
+    #[serde(default)]
+    pub risk: jarvis_domain::trading::RiskLimits,
+    /// `[paper]`: the paper venue's fill model.
+    #[serde(default)]
+    pub paper: jarvis_domain::trading::paper::PaperConfig,
+}
+
+/// `[portfolio]`: what the paper portfolio opens with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortfolioConfig {
+    /// The quote asset: only symbols quoted in it are traded.
+    #[serde(default = "default_quote_asset")]
+    pub quote_asset: String,
+    /// Cash at the start.
+    #[serde(default = "default_initial_cash")]
+    pub initial_cash: rust_decimal::Decimal,
+}
+
+impl Default for PortfolioConfig {
+    fn default() -> Self {
+        Self {
+            quote_asset: default_quote_asset(),
+            initial_cash: default_initial_cash(),
+        }
+    }
+}
+
+fn default_quote_asset() -> String {
+    "USDT".into()
+}
+
+fn default_initial_cash() -> rust_decimal::Decimal {
+    rust_decimal::Decimal::from(10_000)
 }
 
 /// `[database]`: the event store.
@@ -204,6 +245,18 @@ impl Config {
             self.database.max_connections > 0,
             "database.max_connections = 0: must be positive"
         );
+        anyhow::ensure!(
+            self.portfolio.initial_cash >= rust_decimal::Decimal::ZERO,
+            "portfolio.initial_cash = {}: must not be negative",
+            self.portfolio.initial_cash
+        );
+        self.treasury.validate()?;
+        self.risk
+            .validate()
+            .map_err(|e| anyhow::anyhow!("risk: {e}"))?;
+        self.paper
+            .validate()
+            .map_err(|e| anyhow::anyhow!("paper: {e}"))?;
         Ok(())
     }
 
@@ -213,6 +266,17 @@ impl Config {
             max_age: Duration::from_secs(self.nats.max_age_secs),
             duplicate_window: Duration::from_secs(self.nats.duplicate_window_secs),
             replicas: self.nats.replicas,
+        }
+    }
+
+    /// The trading pipeline's settings.
+    pub fn trading_settings(&self) -> jarvis_agents::trading::TradingSettings {
+        jarvis_agents::trading::TradingSettings {
+            quote_asset: self.portfolio.quote_asset.to_ascii_uppercase(),
+            initial_cash: self.portfolio.initial_cash,
+            strategy: self.treasury.clone(),
+            limits: self.risk.clone(),
+            paper: self.paper.clone(),
         }
     }
 

@@ -36,7 +36,13 @@ macro_rules! event_types {
         })*
     };
 }
-event_types!(MarketFeedEvent, OrderEvent, PortfolioEvent, RiskEvent, PaperEvent);
+event_types!(
+    MarketFeedEvent,
+    OrderEvent,
+    PortfolioEvent,
+    RiskEvent,
+    PaperEvent
+);
 
 /// The bounded context of a stored aggregate type, if Jarvis knows it.
 pub fn context_of(aggregate_type: &str) -> Option<&'static str> {
@@ -302,7 +308,9 @@ impl AnyEvent {
                 decode_as(ce_type, event_type, version, data).map(Self::Portfolio)
             }
             RiskBook::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Risk),
-            PaperVenue::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Execution),
+            PaperVenue::CONTEXT => {
+                decode_as(ce_type, event_type, version, data).map(Self::Execution)
+            }
             _ => Err(DecodeError::UnknownType(ce_type.to_string())),
         }
     }

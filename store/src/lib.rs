@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`repository`]: the cqrs-es repository and [`EventStore::cqrs`], with bounded retry on conflicts.
+//! - [`gate`]: the trading gate, an advisory lock that orders halts and trading decisions.
 //! - [`reader`]: the gap-safe global reader ([`Checkpoint`], [`EventTail`]) woken by `LISTEN/NOTIFY`, and
 //!   named checkpoints.
 //!
@@ -17,6 +18,7 @@
 //! They read in `(txid, position)` order, which is position order except where two writing transactions
 //! interleaved; see `docs/adr/0001-gap-safe-order.md`.
 
+pub mod gate;
 pub mod reader;
 pub mod repository;
 pub mod server;

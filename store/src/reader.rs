@@ -132,6 +132,40 @@ impl EventStore {
         row.as_ref().map(decode_row).transpose()
     }
 
+    /// Every event of one aggregate, in sequence order (any visibility: for looking up what a command just
+    /// wrote).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] or [`StoreError::Corrupt`].
+    pub async fn events_of(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(select_events!(
+            "WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+        ))
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    /// The events caused by the event `cause` (its direct effects), in global position order.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] or [`StoreError::Corrupt`].
+    pub async fn events_caused_by(&self, cause: Uuid) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(select_events!(
+            "WHERE metadata ->> 'causation_id' = $1 ORDER BY position"
+        ))
+        .bind(cause.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
     /// The causal chain that ends at `event`, oldest first: each event's `causation_id` names the event
     /// before it, back to a root whose cause is not an event (a command, an ingest run). Stops after 1,000
     /// steps or at a cycle, which the store should never hold.

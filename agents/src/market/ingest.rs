@@ -87,10 +87,7 @@ pub async fn ingest_file(
             .or_default()
             .push(parsed);
     }
-    let name = file.path.file_name().map_or_else(
-        || file.path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = file_name(file);
     let rejected: Vec<Vec<String>> = stream::iter(days)
         .map(|(feed, candles)| {
             let cqrs = &cqrs;
@@ -132,8 +129,69 @@ pub async fn ingest_file(
         .try_collect()
         .await?;
     let rejected: Vec<String> = rejected.into_iter().flatten().collect();
-    let appended = committed.0.load(Ordering::Relaxed);
-    Ok(IngestReport {
+    Ok(report(
+        file,
+        name,
+        committed.0.load(Ordering::Relaxed),
+        rejected,
+    ))
+}
+
+/// Appends the candles of `file` one at a time, in time order, as if live: `per_interval` of wall time for
+/// each interval of market time (e.g. 10 ms per hour), gaps included. The schedule does not drift: each
+/// candle is due at its offset from the first, not after the previous one.
+///
+/// # Errors
+/// [`IngestError`] when the store fails; what was appended stays, and a new run appends only the rest.
+pub async fn replay_file(
+    store: &EventStore,
+    file: &CandleFile,
+    metadata: &EventMetadata,
+    per_interval: std::time::Duration,
+) -> Result<IngestReport, IngestError> {
+    let committed = Committed::default();
+    let cqrs = store
+        .cqrs::<MarketFeed>(())
+        .append_query(Box::new(committed.clone()));
+    let name = file_name(file);
+    let interval = file.interval.duration();
+    let started = tokio::time::Instant::now();
+    let first = file.candles.first().map(|p| p.candle.open_time);
+    let mut rejected = Vec::new();
+    for parsed in &file.candles {
+        if let Some(first) = first {
+            let intervals = (parsed.candle.open_time - first).num_seconds() as f64
+                / interval.num_seconds().max(1) as f64;
+            tokio::time::sleep_until(started + per_interval.mul_f64(intervals)).await;
+        }
+        let feed = MarketFeedId::of(&parsed.candle).to_string();
+        let one = MarketFeedCommand::RecordCandle {
+            feed: feed.clone(),
+            candle: parsed.candle.clone(),
+        };
+        match execute_with_retry(&cqrs, &feed, one, metadata, MAX_RETRIES).await {
+            Ok(_) => {}
+            Err(AggregateError::UserError(e)) => {
+                rejected.push(format!("{name}:{}: {e}", parsed.line))
+            }
+            Err(e) => {
+                return Err(IngestError {
+                    feed,
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+    Ok(report(
+        file,
+        name,
+        committed.0.load(Ordering::Relaxed),
+        rejected,
+    ))
+}
+
+fn report(file: &CandleFile, name: String, appended: usize, rejected: Vec<String>) -> IngestReport {
+    IngestReport {
         file: name,
         symbol: file.symbol.to_string(),
         rows_read: file.rows_read,
@@ -148,5 +206,12 @@ pub async fn ingest_file(
             .map(|b| file.bad_row_message(b))
             .collect(),
         rejected,
-    })
+    }
+}
+
+fn file_name(file: &CandleFile) -> String {
+    file.path.file_name().map_or_else(
+        || file.path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
