@@ -601,8 +601,27 @@ impl RiskBook {
 
         let l = &self.limits;
         let (sym, now) = (&p.symbol, p.proposed_at);
+        // A daily-loss halt lasts for the rest of its UTC day: the first proposal of a later day resumes
+        // trading (and is then judged on that day's own loss). Other halts wait for an operator.
+        let mut resumed = None;
+        let halt = match &self.halt {
+            Some(h)
+                if h.rule == RiskRule::DailyLossLimit && now.date_naive() > h.at.date_naive() =>
+            {
+                resumed = Some(RiskEvent::TradingResumed {
+                    reason: format!(
+                        "a new UTC day ({}) after the daily loss halt of {}",
+                        now.date_naive(),
+                        h.at.date_naive()
+                    ),
+                    at: now,
+                });
+                None
+            }
+            other => other.as_ref(),
+        };
         let mut v = Vec::new();
-        if let Some(h) = &self.halt {
+        if let Some(h) = halt {
             let detail = format!(
                 "trading is halted since {} ({:?}): {}",
                 h.at, h.rule, h.reason
@@ -645,7 +664,7 @@ impl RiskBook {
             .iter()
             .filter(|x| matches!(x.rule, RiskRule::DailyLossLimit | RiskRule::MaxDrawdown))
             .collect();
-        let halt_now = match (&self.halt, halting.first()) {
+        let halt_now = match (halt, halting.first()) {
             (None, Some(first)) => Some(RiskEvent::TradingHalted {
                 rule: first.rule,
                 reason: halting
@@ -864,7 +883,7 @@ impl RiskBook {
             }
         }
 
-        let mut events: Vec<RiskEvent> = halt_now.into_iter().collect();
+        let mut events: Vec<RiskEvent> = resumed.into_iter().chain(halt_now).collect();
         events.push(if v.is_empty() {
             RiskEvent::OrderAdmitted {
                 order_id: p.order_id,
@@ -1043,6 +1062,38 @@ mod tests {
             positions: BTreeMap::from([(sym("BTC/USDT"), d(qty))]),
             ..view()
         }
+    }
+
+    #[test]
+    fn a_daily_loss_halt_lifts_on_the_next_utc_day_but_an_operator_halt_does_not() {
+        let day_one: DateTime<Utc> = "2021-05-19T13:00:00Z".parse().unwrap();
+        let halted = |rule| RiskEvent::TradingHalted {
+            rule,
+            reason: "loss".into(),
+            at: day_one,
+        };
+        let mut book = RiskBook::default();
+        book.apply(halted(RiskRule::DailyLossLimit));
+        let next_day = "2021-05-20T01:00:00Z".parse().unwrap();
+        let mut proposal = buy("5");
+        proposal.proposed_at = next_day;
+        proposal.reference.at = next_day;
+        let events = book.decide(assess(proposal.clone(), view())).unwrap();
+        assert!(
+            matches!(events[0], RiskEvent::TradingResumed { .. }),
+            "{events:?}"
+        );
+        assert!(
+            matches!(events[1], RiskEvent::OrderAdmitted { .. }),
+            "{events:?}"
+        );
+        let mut book = RiskBook::default();
+        book.apply(halted(RiskRule::Halted));
+        let events = book.decide(assess(proposal, view())).unwrap();
+        assert!(
+            matches!(events[0], RiskEvent::OrderRefused { .. }),
+            "{events:?}"
+        );
     }
 
     fn assess(p: ProposalToAssess, view: RiskView) -> RiskCommand {
