@@ -19,13 +19,13 @@ use jarvis_domain::trading::risk::RiskError;
 use jarvis_domain::trading::{RiskBook, RiskCommand};
 use jarvis_domain::EventMetadata;
 use jarvis_store::{execute_with_retry, EventStore};
+
+use crate::runtime::SNAPSHOT_EVERY;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// The id of the one risk book.
 pub const RISK_BOOK: &str = "main";
-/// Events between snapshots of the risk book.
-pub const SNAPSHOT_EVERY: usize = 200;
 /// Retries after conflicts with another writer.
 const RETRIES: u32 = 5;
 

@@ -1,6 +1,11 @@
 //! What every agent shares: turning the outcome of a command into a consumer outcome.
 
 use cqrs_es::AggregateError;
+
+/// Events between snapshots of the aggregates that grow (portfolio, risk book, paper venue). One value
+/// for every writer of an aggregate: the repository records which sequence a snapshot covers from it.
+/// Small, because cqrs-es loads the snapshot plus every event after it on each command.
+pub const SNAPSHOT_EVERY: usize = 20;
 use jarvis_bus::HandlerError;
 
 /// How a failed command maps onto the consumer's retry policy.

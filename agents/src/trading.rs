@@ -35,15 +35,13 @@ use jarvis_store::{execute_with_retry, EventStore, StoreError};
 use rust_decimal::Decimal;
 use tokio::sync::Mutex;
 
-use crate::runtime::handler_error;
+use crate::runtime::{handler_error, SNAPSHOT_EVERY};
 use crate::treasury::{Strategy, StrategyConfig, StrategyInput};
 
 /// The one portfolio.
 pub const PORTFOLIO: &str = "main";
 /// The one paper venue.
 pub const PAPER_VENUE: &str = "paper";
-/// Events between snapshots of the portfolio, the risk book and the paper venue.
-pub const SNAPSHOT_EVERY: usize = 200;
 /// Retries after conflicts with another writer.
 const RETRIES: u32 = 5;
 

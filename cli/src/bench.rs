@@ -45,6 +45,23 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// End to end on the paper venue: candle appended → `OrderFilled` stored (p50/p99), and the candles/s
+    /// the live pipeline sustains, beside the raw store-insert + JetStream publish + consume hop.
+    E2e {
+        /// Candles appended one at a time at `--rate` for the latency run (about one trade each).
+        #[arg(long, default_value_t = 2_200)]
+        candles: usize,
+        /// Candles per second appended in the latency run: below what the pipeline sustains (see the
+        /// throughput run), or the latency measures a queue.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        /// Candles appended at full speed for the throughput run.
+        #[arg(long, default_value_t = 1_200)]
+        burst: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Relay: stored events → JetStream, vs raw async-nats windowed publishing of the same messages.
     Relay {
         /// Events relayed.
@@ -73,6 +90,15 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: BenchCommand) -> anyhow:
                 json,
             } => {
                 let report = bench_store(&store, events, singles).await?;
+                print_report(&report, json);
+            }
+            BenchCommand::E2e {
+                candles,
+                rate,
+                burst,
+                json,
+            } => {
+                let report = bench_e2e(&store, candles, rate, burst).await?;
                 print_report(&report, json);
             }
             BenchCommand::Relay { events, json } => {
@@ -402,4 +428,238 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("jarvis-bench-{}", Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// A candle of `BENCH/USDT` at hour `i` that swings ±3 % around 100, so that a rebalancer trades on each.
+fn swinging(i: usize) -> Candle {
+    let mut c = candle(i);
+    let price = if i % 2 == 0 {
+        Decimal::new(103, 0)
+    } else {
+        Decimal::new(97, 0)
+    };
+    c.open = price;
+    c.close = price;
+    c.high = price + Decimal::ONE;
+    c.low = price - Decimal::ONE;
+    c.volume = Decimal::from(1_000_000);
+    c
+}
+
+async fn bench_e2e(
+    store: &EventStore,
+    candles: usize,
+    rate: u32,
+    burst: usize,
+) -> anyhow::Result<Value> {
+    use jarvis_agents::trading::{TradingPipeline, TradingSettings};
+    use jarvis_bus::{run_consumer, ConsumerSettings};
+
+    let dir = tempfile_dir()?;
+    let nats = NatsProcess::start(&dir, None)?;
+    let (_client, js) = jarvis_bus::connect(&nats.url(), "jarvis-bench").await?;
+    ensure_streams(&js, &StreamSettings::default()).await?;
+
+    // Baseline: the hop every trade step rides on, with nothing of ours: a single-row insert, a JetStream
+    // publish awaiting its ack, and the pull of that message by a durable consumer.
+    let hop = raw_hop(store, &js, 500).await?;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let relay = tokio::spawn(run_relay(
+        store.clone(),
+        js.clone(),
+        RelaySettings::default(),
+        until(stopped.clone()),
+    ));
+    let mut settings = TradingSettings::default();
+    settings.quote_asset = "USDT".into();
+    settings.initial_cash = Decimal::from(1_000_000);
+    settings.strategy.drift_band = Decimal::new(1, 3);
+    settings.strategy.max_order_notional = Decimal::from(5_000);
+    settings.limits.max_notional_per_order = Decimal::from(10_000);
+    settings.limits.max_position_per_token = Decimal::from(1_000_000);
+    settings.limits.max_gross_exposure = Decimal::from(2_000_000);
+    settings.limits.daily_loss_limit = Decimal::from(1_000_000);
+    settings.limits.max_drawdown = Decimal::ONE;
+    settings.limits.cooldown_per_token_secs = 0;
+    let pipeline = TradingPipeline::new(store.clone(), settings);
+    let trading_js = js.clone();
+    let trading_stop = until(stopped.clone());
+    let trading = tokio::spawn(async move {
+        let mut s = ConsumerSettings::new("trading", "jarvis.evt.market.CandleClosed.>");
+        s.max_ack_pending = 1;
+        let _ = run_consumer(&trading_js, &s, &pipeline, trading_stop).await;
+    });
+
+    // Latency: one candle at a time at `rate`.
+    let cqrs = store.cqrs::<MarketFeed>(());
+    let metadata = EventMetadata::root("jarvis-bench");
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let started = tokio::time::Instant::now();
+    for i in 0..candles {
+        tokio::time::sleep_until(started + period * i as u32).await;
+        let c = swinging(i);
+        let feed = MarketFeedId::of(&c).to_string();
+        execute_with_retry(
+            &cqrs,
+            &feed,
+            MarketFeedCommand::RecordCandle {
+                feed: feed.clone(),
+                candle: c,
+            },
+            &metadata,
+            3,
+        )
+        .await?;
+    }
+    wait_trading_idle(&js, candles).await?;
+    let latency = fill_latencies(store).await?;
+
+    // Throughput: a burst at full speed, one day per command, timed until the pipeline is idle again.
+    let started = Instant::now();
+    let mut days: std::collections::BTreeMap<String, Vec<Candle>> =
+        std::collections::BTreeMap::new();
+    for c in (candles..candles + burst).map(swinging) {
+        days.entry(MarketFeedId::of(&c).to_string())
+            .or_default()
+            .push(c);
+    }
+    for (feed, batch) in days {
+        let command = MarketFeedCommand::RecordCandles {
+            feed: feed.clone(),
+            candles: batch,
+        };
+        execute_with_retry(&cqrs, &feed, command, &metadata, 3).await?;
+    }
+    wait_trading_idle(&js, candles + burst).await?;
+    let sustained = rate_of(burst, started.elapsed());
+    let _ = stop.send(true);
+    let _ = relay.await;
+    let _ = trading.await;
+    drop(nats);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(json!({
+        "benchmark": "e2e",
+        "trades": latency.len(),
+        "latency": "candle appended (recorded_at) → OrderFilled stored (recorded_at), for the fills each candle prices",
+        "p50_ms": quantile(&latency, 0.5),
+        "p99_ms": quantile(&latency, 0.99),
+        "candles_per_sec": sustained,
+        "baseline": "raw single-row INSERT + JetStream publish (acked) + pull by a durable consumer",
+        "baseline_hop_p50_ms": quantile(&hop, 0.5),
+        "baseline_hop_p99_ms": quantile(&hop, 0.99),
+        "baseline_hops_per_sec": rate_of(hop.len(), Duration::from_secs_f64(hop.iter().sum::<f64>() / 1000.0)),
+        "rate": rate,
+    }))
+}
+
+fn rate_of(n: usize, elapsed: Duration) -> f64 {
+    (n as f64 / elapsed.as_secs_f64()).round()
+}
+
+fn quantile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    (sorted[i] * 100.0).round() / 100.0
+}
+
+/// Milliseconds from each pricing candle's append to each fill it priced, from the store's own clock.
+async fn fill_latencies(store: &EventStore) -> anyhow::Result<Vec<f64>> {
+    let rows: Vec<(f64,)> = sqlx::query_as(
+        "SELECT EXTRACT(EPOCH FROM (f.recorded_at - c.recorded_at))::float8 * 1000
+           FROM events f
+           JOIN events c ON c.aggregate_type = 'MarketFeed' AND c.event_type = 'CandleClosed'
+                        AND c.payload -> 'CandleClosed' ->> 'open_time' = f.payload -> 'OrderFilled' ->> 'filled_at'
+          WHERE f.event_type = 'OrderFilled'",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows.into_iter().map(|(ms,)| ms).collect())
+}
+
+async fn wait_trading_idle(
+    js: &async_nats::jetstream::Context,
+    candles: usize,
+) -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::pull::Config as PullConfig;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the trading pipeline did not finish in 15 minutes"
+        );
+        if let Ok(stream) = js.get_stream(EVENTS_STREAM).await {
+            if let Ok(mut consumer) = stream.get_consumer::<PullConfig>("trading").await {
+                if let Ok(info) = consumer.info().await {
+                    if info.delivered.consumer_sequence as usize >= candles
+                        && info.num_pending == 0
+                        && info.num_ack_pending == 0
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Round trips of the raw hop, in milliseconds.
+async fn raw_hop(
+    store: &EventStore,
+    js: &async_nats::jetstream::Context,
+    n: usize,
+) -> anyhow::Result<Vec<f64>> {
+    use async_nats::jetstream::consumer::pull::Config as PullConfig;
+    use futures::StreamExt;
+    sqlx::query("CREATE TABLE bench_hop (LIKE events INCLUDING ALL)")
+        .execute(store.pool())
+        .await?;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BENCH_HOP".into(),
+        subjects: vec!["bench.hop".into()],
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("creating BENCH_HOP: {e}"))?;
+    let stream = js.get_stream("BENCH_HOP").await?;
+    let consumer = stream
+        .create_consumer(PullConfig {
+            durable_name: Some("hop".into()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the hop consumer: {e}"))?;
+    let mut messages = consumer.messages().await?;
+    let metadata = serde_json::to_string(&EventMetadata::root("jarvis-bench").to_map())?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        sqlx::query(
+            "INSERT INTO bench_hop (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, event_id)
+             VALUES ('Hop', 'hop', $1, 'Hop', '1', '{}'::json, $2::text::json, $3)",
+        )
+        .bind(i as i64 + 1)
+        .bind(&metadata)
+        .bind(Uuid::now_v7())
+        .execute(store.pool())
+        .await?;
+        js.publish("bench.hop", Bytes::from(json!({ "i": i }).to_string()))
+            .await?
+            .await?;
+        let message = messages.next().await.context("the hop consumer ended")??;
+        message
+            .ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(out)
 }
