@@ -182,7 +182,11 @@ async fn check_books(env: &Env) -> Vec<RecordedEvent> {
         }
         fees += fee;
     }
-    let portfolio: Portfolio = env.store.load("main", Some(jarvis_agents::runtime::SNAPSHOT_EVERY)).await.unwrap();
+    let portfolio: Portfolio = env
+        .store
+        .load("main", Some(jarvis_agents::runtime::SNAPSHOT_EVERY))
+        .await
+        .unwrap();
     assert_eq!(
         portfolio.cash(),
         cash,

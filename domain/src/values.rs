@@ -230,6 +230,29 @@ mod tests {
     }
 
     #[test]
+    fn nan_infinite_and_overflowing_numbers_are_refused_with_the_field() {
+        let with = |close: &str| {
+            format!(
+                r#"{{"symbol":"SOL/USDT","open_time":"2021-12-06T00:00:00Z","close_time":"2021-12-06T01:00:00Z","open":"1","high":"2","low":"1","close":{close},"volume":"3"}}"#
+            )
+        };
+        for bad in [
+            r#""NaN""#,
+            r#""inf""#,
+            r#""-Infinity""#,
+            r#""1e400""#,
+            "1e400",
+            r#""99999999999999999999999999999999""#,
+        ] {
+            let err = serde_json::from_str::<Candle>(&with(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(!err.is_empty(), "{bad} accepted");
+        }
+        assert!(serde_json::from_str::<Candle>(&with(r#""1.5""#)).is_ok());
+    }
+
+    #[test]
     fn candle_invariants() {
         assert!(candle().validate().is_ok());
         let mut c = candle();
