@@ -33,7 +33,6 @@ use jarvis_domain::trading::{OrderId, PricePoint, Side};
 use jarvis_domain::{AnyEvent, Candle, EventMetadata, RecordedEvent, Symbol};
 use jarvis_store::{execute_with_retry, EventStore, StoreError};
 use rust_decimal::Decimal;
-use tokio::sync::Mutex;
 
 use crate::runtime::{handler_error, SNAPSHOT_EVERY};
 use crate::treasury::{Strategy, StrategyConfig, StrategyInput};
@@ -77,7 +76,6 @@ pub struct TradingPipeline {
     store: EventStore,
     settings: TradingSettings,
     strategy: Box<dyn Strategy>,
-    symbols: Mutex<BTreeSet<Symbol>>,
     set_up: AtomicBool,
 }
 
@@ -86,14 +84,22 @@ fn transient(e: StoreError) -> HandlerError {
 }
 
 impl TradingPipeline {
-    /// A pipeline on `store`.
+    /// A pipeline on `store` with the strategy of `settings.strategy` (the rebalancer).
     pub fn new(store: EventStore, settings: TradingSettings) -> Self {
         let strategy = settings.strategy.build();
+        Self::with_strategy(store, settings, strategy)
+    }
+
+    /// A pipeline with a strategy of your own: implement [`Strategy`], nothing else changes.
+    pub fn with_strategy(
+        store: EventStore,
+        settings: TradingSettings,
+        strategy: Box<dyn Strategy>,
+    ) -> Self {
         Self {
             store,
             settings,
             strategy,
-            symbols: Mutex::new(BTreeSet::new()),
             set_up: AtomicBool::new(false),
         }
     }
@@ -163,8 +169,16 @@ impl TradingPipeline {
             initial_cash: self.settings.initial_cash,
             at,
         };
-        self.run::<Portfolio>(PORTFOLIO, open, &env.caused("settlement"), true)
-            .await?;
+        match self
+            .run::<Portfolio>(PORTFOLIO, open, &env.caused("settlement"), true)
+            .await
+        {
+            // Opened before with other values: its opening is history, and trading goes on with it.
+            Err(HandlerError::Permanent(reason)) => {
+                tracing::warn!(%reason, "[portfolio] differs from the portfolio as opened; the configuration is ignored");
+            }
+            other => other?,
+        }
         let limits = RiskCommand::SetLimits {
             limits: self.settings.limits.clone(),
             at,
@@ -327,11 +341,10 @@ impl TradingPipeline {
         let portfolio: Portfolio = self.load(PORTFOLIO, true).await?;
         let view = portfolio.view();
         let history = self.history(candle).await?;
-        let symbols = {
-            let mut symbols = self.symbols.lock().await;
-            symbols.insert(candle.symbol.clone());
-            symbols.clone()
-        };
+        // The symbols with candles so far, as the portfolio's marks recorded them: persisted and in event
+        // order, so a restart decides exactly as an uninterrupted run would.
+        let mut symbols: BTreeSet<Symbol> = view.prices.keys().cloned().collect();
+        symbols.insert(candle.symbol.clone());
         let input = StrategyInput {
             candle,
             candle_event: env.id,

@@ -572,16 +572,27 @@ fn quantile(values: &[f64], q: f64) -> f64 {
 
 /// Milliseconds from each pricing candle's append to each fill it priced, from the store's own clock.
 async fn fill_latencies(store: &EventStore) -> anyhow::Result<Vec<f64>> {
-    let rows: Vec<(f64,)> = sqlx::query_as(
-        "SELECT EXTRACT(EPOCH FROM (f.recorded_at - c.recorded_at))::float8 * 1000
-           FROM events f
-           JOIN events c ON c.aggregate_type = 'MarketFeed' AND c.event_type = 'CandleClosed'
-                        AND c.payload -> 'CandleClosed' ->> 'open_time' = f.payload -> 'OrderFilled' ->> 'filled_at'
-          WHERE f.event_type = 'OrderFilled'",
+    let candles: std::collections::HashMap<String, DateTime<Utc>> =
+        sqlx::query_as::<_, (String, DateTime<Utc>)>(
+            "SELECT payload -> 'CandleClosed' ->> 'open_time', recorded_at FROM events
+          WHERE aggregate_type = 'MarketFeed' AND event_type = 'CandleClosed'",
+        )
+        .fetch_all(store.pool())
+        .await?
+        .into_iter()
+        .collect();
+    let fills: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT payload -> 'OrderFilled' ->> 'filled_at', recorded_at FROM events WHERE event_type = 'OrderFilled'",
     )
     .fetch_all(store.pool())
     .await?;
-    Ok(rows.into_iter().map(|(ms,)| ms).collect())
+    Ok(fills
+        .into_iter()
+        .filter_map(|(at, filled)| {
+            let appended = candles.get(&at)?;
+            Some((filled - *appended).num_microseconds()? as f64 / 1000.0)
+        })
+        .collect())
 }
 
 async fn wait_trading_idle(

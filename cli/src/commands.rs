@@ -501,8 +501,26 @@ async fn trace(config: &Config, data_dir: &Path, event: &str, json: bool) -> any
         }
         .into());
     };
+    let chain = store.causal_chain(found).await?;
+    // A closed pipe (`jarvis events trace ... | head`) ends the output quietly.
+    match print_chain(&store, &chain, json).await {
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+async fn print_chain(
+    store: &EventStore,
+    chain: &[jarvis_domain::RecordedEvent],
+    json: bool,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    for (depth, event) in store.causal_chain(found).await?.iter().enumerate() {
+    for (depth, event) in chain.iter().enumerate() {
         let evidence = evidence_of(&event.payload);
         if json {
             writeln!(

@@ -4,8 +4,9 @@
 //! # Layout
 //! - [`config`]: `jarvis.toml` + `JARVIS_*` environment.
 //! - [`stack`]: where the store and the bus are, and `jarvis up`'s private nats-server and Postgres.
-//! - [`commands`]: `migrate`, `ingest`, `relay`, `up`, `events tail`, `status`.
-//! - [`bench`]: `jarvis bench store|relay`, our rate beside a raw baseline measured in the same run.
+//! - [`commands`]: `migrate`, `ingest`, `relay`, `up` (relay, trading pipeline, `jarvis-risk`), `events tail`,
+//!   `events trace`, `status`.
+//! - [`bench`]: `jarvis bench store|relay|e2e`, our figures beside a raw baseline measured in the same run.
 
 pub mod bench;
 pub mod commands;
@@ -49,7 +50,7 @@ pub enum Command {
     Relay,
     /// Run the relay and every agent; with no database or NATS URL configured, start private servers too.
     Up,
-    /// Read events from the bus.
+    /// Read events: tail them from the bus, or trace one's causes in the store.
     #[command(subcommand)]
     Events(commands::EventsCommand),
     /// Store head, relay checkpoint and lag, stream and consumer statistics.

@@ -11,7 +11,9 @@
 //! settings are [`StrategyConfig`], the `[treasury]` section of `jarvis.toml`. Users add their own
 //! strategies by implementing [`Strategy`], without touching the agents.
 //!
-//! The agent itself (consuming candles and sentiment, proposing orders) is wired by the integrator.
+//! The agent's step runs inside the trading pipeline (`crate::trading`), which gives the strategy each closed
+//! candle; `TradingPipeline::with_strategy` takes a strategy of your own. Sentiment readings are not fed yet:
+//! no sentiment agent exists, so `sentiment` is `None` and the sentiment tilt is zero.
 
 pub mod strategy;
 

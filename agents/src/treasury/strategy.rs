@@ -133,7 +133,8 @@ pub struct StrategyConfig {
     pub drift_band: Decimal,
     /// The smallest trade worth making, in the quote asset; not negative. Default 10.
     pub min_trade_notional: Decimal,
-    /// The cap on any symbol's (tilted) target weight, in (0, 1]. Default 0.25.
+    /// The cap on any symbol's (tilted) target weight, in (0, 1]. Default 0.2, under the risk book's
+    /// default `max_position_per_token` (2,500) until equity passes 12,500.
     pub max_weight_per_symbol: Decimal,
     /// The largest order, in the quote asset; a bigger move is made in slices over later candles. Positive.
     /// Default 1,000, the risk book's default `max_notional_per_order`.
@@ -156,7 +157,7 @@ impl Default for StrategyConfig {
             targets: BTreeMap::new(),
             drift_band: Decimal::new(5, 2),
             min_trade_notional: Decimal::TEN,
-            max_weight_per_symbol: Decimal::new(25, 2),
+            max_weight_per_symbol: Decimal::new(2, 1),
             max_order_notional: Decimal::from(1_000),
             momentum_lookback: 24,
             momentum_weight: Decimal::new(5, 1),
@@ -1033,7 +1034,7 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.drift_band, dec("0.05"));
         assert_eq!(config.min_trade_notional, dec("10"));
-        assert_eq!(config.max_weight_per_symbol, dec("0.25"));
+        assert_eq!(config.max_weight_per_symbol, dec("0.2"));
         assert_eq!(config.max_order_notional, dec("1000"));
         assert_eq!(config.momentum_lookback, 24);
         assert_eq!(config.momentum_weight, dec("0.5"));
@@ -1117,7 +1118,7 @@ mod tests {
 
     #[test]
     fn a_big_move_is_made_in_slices_of_max_order_notional() {
-        // All cash, one symbol, default cap 0.25: the target is 2,500 but one order buys at most 1,000.
+        // All cash, one symbol, default cap 0.2: the target is 2,000 but one order buys at most 1,000.
         let fixture = Fixture::new(
             series("SOL/USDT", &["100"]),
             portfolio("10000", &[]),

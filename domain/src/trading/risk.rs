@@ -534,9 +534,11 @@ impl RiskBook {
             }
             RiskCommand::Halt { reason, at } => {
                 not_blank("reason", &reason)?;
-                Ok(match self.halt {
-                    Some(_) => vec![],
-                    None => vec![RiskEvent::TradingHalted {
+                // An operator's halt supersedes an automatic one (which might lift by itself on a new
+                // day); halting an operator-halted book again changes nothing.
+                Ok(match &self.halt {
+                    Some(h) if h.rule == RiskRule::Halted => vec![],
+                    _ => vec![RiskEvent::TradingHalted {
                         rule: RiskRule::Halted,
                         reason,
                         at,
@@ -1062,6 +1064,32 @@ mod tests {
             positions: BTreeMap::from([(sym("BTC/USDT"), d(qty))]),
             ..view()
         }
+    }
+
+    #[test]
+    fn an_operator_halt_supersedes_a_daily_loss_halt() {
+        let mut book = RiskBook::default();
+        book.apply(RiskEvent::TradingHalted {
+            rule: RiskRule::DailyLossLimit,
+            reason: "loss".into(),
+            at: t(0),
+        });
+        let events = book
+            .decide(RiskCommand::Halt {
+                reason: "manual".into(),
+                at: t(1),
+            })
+            .unwrap();
+        assert!(
+            matches!(
+                &events[..],
+                [RiskEvent::TradingHalted {
+                    rule: RiskRule::Halted,
+                    ..
+                }]
+            ),
+            "{events:?}"
+        );
     }
 
     #[test]
