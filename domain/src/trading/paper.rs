@@ -44,7 +44,7 @@ use crate::values::{Candle, DomainError, Symbol};
 pub const PAPER_VENUE: &str = "paper";
 
 /// How many completed orders the venue remembers (with their fills) after they are filled.
-pub const FILL_MEMORY: usize = 1024;
+pub const FILL_MEMORY: usize = 64;
 
 /// Decimal places of fill prices and fees, and of the volume budget (rounded down).
 const DP: u32 = 8;

@@ -19,7 +19,10 @@
 //! - **Overflow.** `decide` rehearses its events on a copy of the state and refuses any command whose
 //!   outcome would overflow, naming the field; `apply` therefore never meets an overflow from `decide`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// How many recent fill ids the portfolio remembers to recognise a repeated fill.
+pub const FILL_MEMORY: usize = 256;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -310,7 +313,10 @@ pub struct Portfolio {
     positions: BTreeMap<Symbol, Position>,
     fees_paid: Decimal,
     realized_pnl: Decimal,
-    applied_fills: BTreeSet<String>,
+    /// The last [`FILL_MEMORY`] fills applied, oldest first: bounded, because the state is loaded on every
+    /// command. A redelivered fill is always recent (the execution agent re-sends only the fills of the candle
+    /// it is processing).
+    applied_fills: VecDeque<String>,
     prices: BTreeMap<Symbol, PricePoint>,
     high_water_mark: Decimal,
     day: Option<NaiveDate>,
@@ -505,7 +511,7 @@ impl Portfolio {
         if self.quote_asset.is_none() {
             return Err(PortfolioError::NotOpened);
         }
-        if self.applied_fills.contains(&f.fill_id) {
+        if self.applied_fills.iter().any(|id| *id == f.fill_id) {
             return Ok(vec![]);
         }
         self.check_quote(&f.symbol)?;
@@ -651,7 +657,10 @@ impl Portfolio {
                 ..
             } => {
                 self.fees_paid = add("fees_paid", self.fees_paid, *fee)?;
-                self.applied_fills.insert(fill_id.clone());
+                self.applied_fills.push_back(fill_id.clone());
+                while self.applied_fills.len() > FILL_MEMORY {
+                    self.applied_fills.pop_front();
+                }
                 self.cash = *cash_after;
                 let position = self.positions.entry(symbol.clone()).or_default();
                 position.quantity = *position_after;

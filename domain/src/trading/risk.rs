@@ -26,7 +26,7 @@ use crate::trading::values::{
 use crate::values::Symbol;
 
 /// How many verdicts the book remembers (by order id) to treat a repeated assessment as a no-op.
-pub const VERDICT_MEMORY: usize = 1024;
+pub const VERDICT_MEMORY: usize = 64;
 
 /// The window of [`RiskLimits::max_orders_per_minute`], in seconds.
 const RATE_WINDOW_SECS: u64 = 60;
