@@ -24,6 +24,7 @@ use jarvis_bus::{
 use jarvis_domain::{AnyEvent, EventMetadata, RecordedEvent};
 use jarvis_store::{execute_with_retry, Checkpoint};
 use jarvis_testkit::eventually;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::Connection;
 
@@ -839,7 +840,7 @@ async fn snapshots_record_the_sequence_they_cover() {
         .await
         .unwrap();
     store.migrate().await.unwrap();
-    // Snapshot every 5 events; commands of 4 then 8 candles: the snapshot folds in 10 of the 12 events.
+    // Snapshot every 5 events; commands of 4 then 8 candles: the second command crosses the boundary.
     let cqrs = store.snapshot_cqrs::<MarketFeed>(5, ());
     let metadata = EventMetadata::root("test");
     let day = |hours: std::ops::Range<i64>| {
@@ -874,7 +875,10 @@ async fn snapshots_record_the_sequence_they_cover() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(last, 10, "the snapshot holds the state through sequence 10");
+    assert_eq!(
+        last, 12,
+        "the snapshot holds the state through the last event committed with it"
+    );
     // Recording all twelve again must be a no-op: the loaded state knows events 11 and 12 too.
     execute_with_retry(&cqrs, "SOL/USDT@2021-01-01", day(0..12), &metadata, 3)
         .await
@@ -1141,4 +1145,51 @@ async fn the_kill_switch_is_a_nats_request_that_appends_trading_halted() {
     );
     assert_eq!(env.store.count().await.unwrap(), 2);
     let _ = stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_load_equals_a_full_replay_for_additive_state() {
+    use jarvis_domain::trading::{OrderId, Portfolio, PortfolioCommand, Side};
+    let db = jarvis_testkit::TestDb::create().await;
+    let store = jarvis_store::EventStore::connect(db.url(), 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let cqrs = store.snapshot_cqrs::<Portfolio>(5, ());
+    let metadata = EventMetadata::root("test");
+    let at = |h: i64| {
+        chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2021, 1, 1, 0, 0, 0).unwrap()
+            + chrono::Duration::hours(h)
+    };
+    let open = PortfolioCommand::Open {
+        quote_asset: "USDT".into(),
+        initial_cash: Decimal::from(100_000),
+        at: at(0),
+    };
+    execute_with_retry(&cqrs, "p", open, &metadata, 0)
+        .await
+        .unwrap();
+    // Each buy adds a fee of 1: 23 events cross four snapshot boundaries.
+    for i in 0..23 {
+        let buy = PortfolioCommand::ApplyFill {
+            order_id: OrderId::derived(&format!("o{i}")),
+            fill_id: format!("f{i}"),
+            symbol: "SOL/USDT".parse().unwrap(),
+            side: Side::Buy,
+            quantity: Decimal::ONE,
+            price: Decimal::from(10),
+            fee: Decimal::ONE,
+            filled_at: at(i + 1),
+        };
+        execute_with_retry(&cqrs, "p", buy, &metadata, 0)
+            .await
+            .unwrap();
+    }
+    let replayed: Portfolio = store.load("p", None).await.unwrap();
+    let snapshotted: Portfolio = store.load("p", Some(5)).await.unwrap();
+    assert_eq!(replayed.fees_paid(), Decimal::from(23));
+    assert_eq!(
+        snapshotted, replayed,
+        "snapshot + later events must equal the full replay"
+    );
 }

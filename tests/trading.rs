@@ -119,6 +119,13 @@ fn dec(e: &RecordedEvent, field: &str) -> Decimal {
 
 /// Fills reconcile with the portfolio exactly; no order is filled twice; every fill traces to a candle.
 async fn check_books(env: &Env) -> Vec<RecordedEvent> {
+    // No candle was given up on.
+    let mut dlq = env.js.get_stream("JARVIS_DLQ").await.unwrap();
+    assert_eq!(
+        dlq.info().await.unwrap().state.messages,
+        0,
+        "dead-lettered messages"
+    );
     let all = env
         .store
         .read_after(jarvis_store::Checkpoint::default(), 10_000_000)
@@ -281,10 +288,15 @@ async fn the_kill_switch_stops_submissions_until_resumed() {
     .await;
     request("halt").await;
     let halted_at = candles_taken(&env).await;
+    assert!(
+        halted_at < 300,
+        "the pipeline outran the test: halted only after {halted_at} candles"
+    );
+    let resume_at = (halted_at + 100).min(350);
     eventually(
         Duration::from_secs(120),
         "100 more candles taken",
-        || async { (candles_taken(&env).await >= halted_at + 100).then_some(()) },
+        || async { (candles_taken(&env).await >= resume_at).then_some(()) },
     )
     .await;
     request("resume").await;

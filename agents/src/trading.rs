@@ -239,11 +239,12 @@ impl TradingPipeline {
         let venue: PaperVenue = self.load(PAPER_VENUE, true).await?;
         for fill in venue.fills_at(&candle.symbol, candle.open_time) {
             let order: Order = self.load(&fill.order_id.to_string(), false).await?;
-            if matches!(order.status(), OrderStatus::Filled | OrderStatus::Failed)
-                || order.fills().contains_key(&fill.fill_id)
-            {
+            // A failed order takes no more fills. A fill the order already has (a redelivered candle) is
+            // not recorded again, but still goes to the portfolio, which applies each fill once.
+            if order.status() == OrderStatus::Failed && !order.fills().contains_key(&fill.fill_id) {
                 continue;
             }
+            let recorded = order.fills().contains_key(&fill.fill_id);
             let submitted = self
                 .order_event(fill.order_id, "OrderSubmitted", |_| true)
                 .await?;
@@ -251,8 +252,15 @@ impl TradingPipeline {
             let held = portfolio
                 .position(&fill.symbol)
                 .map_or(Decimal::ZERO, |p| p.quantity);
-            let cost = fill.quantity * fill.price + fill.fee;
+            let cost = fill
+                .quantity
+                .checked_mul(fill.price)
+                .and_then(|n| n.checked_add(fill.fee))
+                .ok_or_else(|| {
+                    HandlerError::Permanent(format!("fill {} overflows", fill.fill_id))
+                })?;
             let refusal = match fill.side {
+                _ if recorded => None,
                 Side::Buy if cost > portfolio.cash() => Some(format!(
                     "insufficient cash at fill {}: needs {cost}, has {}",
                     fill.fill_id,
@@ -282,8 +290,10 @@ impl TradingPipeline {
                 fee: fill.fee,
                 filled_at: fill.filled_at,
             };
-            self.run::<Order>(&fill.order_id.to_string(), record, &metadata, false)
-                .await?;
+            if !recorded {
+                self.run::<Order>(&fill.order_id.to_string(), record, &metadata, false)
+                    .await?;
+            }
             let filled = self
                 .order_event(fill.order_id, "OrderFilled", |e| {
                     e.payload.get("fill_id").and_then(|v| v.as_str()) == Some(fill.fill_id.as_str())
@@ -434,6 +444,13 @@ impl TradingPipeline {
             let approved = self
                 .order_event(order_id, "TradeApproved", |_| true)
                 .await?;
+            // Still not halted? Inside the gate this is exact: a halt since the assessment (possible when
+            // this candle is a redelivery) keeps the approved order from ever being submitted.
+            let book: RiskBook = self.load(crate::risk::RISK_BOOK, true).await?;
+            if let Some(halt) = book.halt() {
+                tracing::info!(order = %order_id, reason = %halt.reason, "approved before a halt: not submitted");
+                continue;
+            }
             let submit = OrderCommand::Submit {
                 venue: PAPER_VENUE.into(),
                 submitted_at: candle.close_time,

@@ -474,9 +474,10 @@ async fn bench_e2e(
         RelaySettings::default(),
         until(stopped.clone()),
     ));
-    let mut settings = TradingSettings::default();
-    settings.quote_asset = "USDT".into();
-    settings.initial_cash = Decimal::from(1_000_000);
+    let mut settings = TradingSettings {
+        initial_cash: Decimal::from(1_000_000),
+        ..TradingSettings::default()
+    };
     settings.strategy.drift_band = Decimal::new(1, 3);
     settings.strategy.max_order_notional = Decimal::from(5_000);
     settings.limits.max_notional_per_order = Decimal::from(10_000);

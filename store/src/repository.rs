@@ -38,10 +38,15 @@ UPDATE snapshots SET last_sequence = $3, payload = $6::text::json, current_snaps
 /// UUIDv7 `event_id`, and a commit's events go in as one `INSERT ... SELECT unnest(...)` instead of one
 /// insert per event. A duplicate `(aggregate_type, aggregate_id, sequence)` means another writer committed
 /// first: it is reported as cqrs-es's optimistic-lock error, which becomes `AggregateConflict`.
+///
+/// Snapshots are computed here, not taken from cqrs-es: in cqrs-es 0.5 the aggregate it hands over for a
+/// snapshot has had the new events applied twice (once by `EventSink::write`, once more before
+/// serialising), which double-counts anything additive (fees, P&L, admissions). The repository rebuilds the
+/// state from the previous snapshot, the events since, and the events being committed, and records the true
+/// last sequence it covers.
 pub struct JarvisEventRepository {
     pool: PgPool,
     reads: PostgresEventRepository,
-    snapshot_size: Option<usize>,
 }
 
 /// Largest event payload accepted: NATS's default `max_payload` is 1 MiB, and the headers need room too.
@@ -53,17 +58,32 @@ impl JarvisEventRepository {
         Self {
             reads: PostgresEventRepository::new(pool.clone()),
             pool,
-            snapshot_size: None,
         }
     }
 
-    /// A repository for a snapshot store that snapshots every `size` events (it must know `size` to record
-    /// which sequence a snapshot covers).
-    pub fn with_snapshot_size(pool: PgPool, size: usize) -> Self {
-        Self {
-            snapshot_size: Some(size.max(1)),
-            ..Self::new(pool)
+    /// The aggregate's state once `new_events` are applied: the last snapshot, then every event after it.
+    async fn state_after<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        new_events: &[SerializedEvent],
+    ) -> Result<Value, PersistenceError> {
+        let corrupt = |e: serde_json::Error| PersistenceError::DeserializationError(Box::new(e));
+        let (mut state, from) = match self.reads.get_snapshot::<A>(aggregate_id).await? {
+            Some(s) => (
+                serde_json::from_value::<A>(s.aggregate).map_err(corrupt)?,
+                s.current_sequence,
+            ),
+            None => (A::default(), 0),
+        };
+        let earlier = self.reads.get_last_events::<A>(aggregate_id, from).await?;
+        for e in earlier
+            .iter()
+            .chain(new_events)
+            .filter(|e| e.sequence > from)
+        {
+            state.apply(serde_json::from_value::<A::Event>(e.payload.clone()).map_err(corrupt)?);
         }
+        serde_json::to_value(&state).map_err(corrupt)
     }
 
     /// Refuses, before anything is written, what the relay could never publish or readers never decode.
@@ -139,12 +159,8 @@ impl JarvisEventRepository {
         };
         let mut tx = self.pool.begin().await?;
         insert.execute(&mut *tx).await?;
-        // cqrs-es folds events into a snapshot only up to a multiple of the snapshot size.
-        let last = events.last().map_or(0, |e| e.sequence);
-        let last_sequence = match self.snapshot_size {
-            Some(size) => (last / size * size) as i64,
-            None => last as i64,
-        };
+        // The snapshot holds the state through the last event committed here (see `state_after`).
+        let last_sequence = events.last().map_or(0, |e| e.sequence) as i64;
         let payload = aggregate.to_string();
         let done = if current_snapshot == 1 {
             sqlx::query(INSERT_SNAPSHOT)
@@ -218,6 +234,13 @@ impl PersistedEventRepository for JarvisEventRepository {
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
         Self::check(events)?;
+        let snapshot_update = match snapshot_update {
+            Some((id, _double_applied, current_snapshot)) => {
+                let state = self.state_after::<A>(&id, events).await?;
+                Some((id, state, current_snapshot))
+            }
+            None => None,
+        };
         self.insert::<A>(events, snapshot_update)
             .await
             .map_err(persistence_error)
@@ -250,7 +273,7 @@ impl EventStore {
         snapshot_size: usize,
         services: A::Services,
     ) -> Cqrs<A> {
-        let repo = JarvisEventRepository::with_snapshot_size(self.pool.clone(), snapshot_size);
+        let repo = JarvisEventRepository::new(self.pool.clone());
         let store = PersistedEventStore::new_snapshot_store(repo, snapshot_size);
         CqrsFramework::new(store, vec![], services)
     }
@@ -270,7 +293,7 @@ impl EventStore {
         use cqrs_es::{AggregateContext, EventStore as _};
         let mut context = match snapshot_size {
             Some(size) => {
-                let repo = JarvisEventRepository::with_snapshot_size(self.pool.clone(), size);
+                let repo = JarvisEventRepository::new(self.pool.clone());
                 PersistedEventStore::<_, A>::new_snapshot_store(repo, size)
                     .load_aggregate(id)
                     .await?

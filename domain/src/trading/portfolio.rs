@@ -19,7 +19,7 @@
 //! - **Overflow.** `decide` rehearses its events on a copy of the state and refuses any command whose
 //!   outcome would overflow, naming the field; `apply` therefore never meets an overflow from `decide`.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// How many recent fill ids the portfolio remembers to recognise a repeated fill.
 pub const FILL_MEMORY: usize = 256;
@@ -734,6 +734,7 @@ impl JarvisAggregate for Portfolio {
 mod tests {
     use super::*;
     use cqrs_es::test::TestFramework;
+    use std::collections::BTreeSet;
 
     type Given = TestFramework<Portfolio>;
 
