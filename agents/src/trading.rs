@@ -242,6 +242,9 @@ impl TradingPipeline {
             // A failed order takes no more fills. A fill the order already has (a redelivered candle) is
             // not recorded again, but still goes to the portfolio, which applies each fill once.
             if order.status() == OrderStatus::Failed && !order.fills().contains_key(&fill.fill_id) {
+                // Failed before (perhaps by a run that crashed before withdrawing it): withdraw it now.
+                self.withdraw(env, &fill.order_id, "the order failed", fill.filled_at)
+                    .await?;
                 continue;
             }
             let recorded = order.fills().contains_key(&fill.fill_id);
@@ -281,6 +284,8 @@ impl TradingPipeline {
                 };
                 self.run::<Order>(&fill.order_id.to_string(), fail, &metadata, false)
                     .await?;
+                self.withdraw(env, &fill.order_id, "the order failed", fill.filled_at)
+                    .await?;
                 continue;
             }
             let record = OrderCommand::Fill {
@@ -318,6 +323,23 @@ impl TradingPipeline {
             .await?;
         }
         Ok(())
+    }
+
+    /// Withdraws what is still open of a failed order from the venue, so it fills nothing more.
+    async fn withdraw(
+        &self,
+        env: &Envelope,
+        order_id: &OrderId,
+        reason: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), HandlerError> {
+        let cancel = PaperCommand::Cancel {
+            order_id: *order_id,
+            reason: reason.to_string(),
+            at,
+        };
+        self.run::<PaperVenue>(PAPER_VENUE, cancel, &env.caused("execution"), true)
+            .await
     }
 
     /// The candles of the symbol the strategy may look at, up to this one, oldest first: at least as many
@@ -411,8 +433,21 @@ impl TradingPipeline {
             {
                 Ok(()) => {}
                 // A malformed proposal: reject the order with the reason instead of stalling the pipeline.
+                // A proposal risk cannot assess (malformed numbers) is rejected with the reason, not left
+                // pending.
                 Err(HandlerError::Permanent(reason)) => {
                     tracing::warn!(order = %order_id, %reason, "risk refused to assess the proposal");
+                    let reject = OrderCommand::Reject {
+                        reasons: vec![jarvis_domain::trading::RiskViolation {
+                            rule: jarvis_domain::trading::RiskRule::Unassessable,
+                            limit: None,
+                            actual: None,
+                            detail: format!("not assessable: {reason}"),
+                        }],
+                        decided_at: candle.close_time,
+                    };
+                    self.run::<Order>(&id, reject, &risk, false).await?;
+                    continue;
                 }
                 Err(e) => return Err(e),
             }

@@ -132,6 +132,15 @@ pub enum PaperCommand {
         /// The candle.
         candle: Candle,
     },
+    /// Withdraw what is still open of an order (the trader failed it); a closed or unknown order: no-op.
+    Cancel {
+        /// The order.
+        order_id: OrderId,
+        /// Why, e.g. `insufficient cash at fill ...`.
+        reason: String,
+        /// When (event time).
+        at: DateTime<Utc>,
+    },
 }
 
 /// One fill of a paper order.
@@ -182,6 +191,17 @@ pub enum PaperEvent {
     },
     /// A candle filled part or all of an order.
     PaperOrderMatched(PaperFill),
+    /// What was still open of an order was withdrawn.
+    PaperOrderCancelled {
+        /// The order.
+        order_id: OrderId,
+        /// Base units withdrawn.
+        remaining: Decimal,
+        /// Why.
+        reason: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
 }
 
 impl PaperEvent {
@@ -190,6 +210,7 @@ impl PaperEvent {
         ("PaperConfigured", 1),
         ("PaperOrderAccepted", 1),
         ("PaperOrderMatched", 1),
+        ("PaperOrderCancelled", 1),
     ];
 
     /// The current version of an event type, if this enum has it.
@@ -207,6 +228,7 @@ impl DomainEvent for PaperEvent {
             Self::PaperConfigured { .. } => "PaperConfigured",
             Self::PaperOrderAccepted { .. } => "PaperOrderAccepted",
             Self::PaperOrderMatched(_) => "PaperOrderMatched",
+            Self::PaperOrderCancelled { .. } => "PaperOrderCancelled",
         }
         .to_string()
     }
@@ -435,6 +457,22 @@ impl PaperVenue {
                 }])
             }
             PaperCommand::Match { candle } => self.match_candle(&candle),
+            PaperCommand::Cancel {
+                order_id,
+                reason,
+                at,
+            } => Ok(self
+                .open
+                .iter()
+                .find(|t| t.order.order_id == order_id)
+                .map(|t| PaperEvent::PaperOrderCancelled {
+                    order_id,
+                    remaining: t.order.remaining,
+                    reason,
+                    at,
+                })
+                .into_iter()
+                .collect()),
         }
     }
 
@@ -576,6 +614,13 @@ impl Aggregate for PaperVenue {
                 }
             }
             PaperEvent::PaperOrderMatched(fill) => self.record_fill(fill),
+            PaperEvent::PaperOrderCancelled { order_id, .. } => {
+                if let Some(i) = self.open.iter().position(|t| t.order.order_id == order_id) {
+                    let done = self.open.remove(i);
+                    self.completed.push_back(done);
+                    self.prune();
+                }
+            }
         }
     }
 }
@@ -1042,6 +1087,31 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_order_is_withdrawn_and_never_filled() {
+        let mut v = PaperVenue::default();
+        run(&mut v, accept(1, Side::Buy, "2", at(0)));
+        let cancel = PaperCommand::Cancel {
+            order_id: id(1),
+            reason: "insufficient cash".into(),
+            at: at(0),
+        };
+        let events = run(&mut v, cancel.clone());
+        assert!(
+            matches!(&events[..], [PaperEvent::PaperOrderCancelled { .. }]),
+            "{events:?}"
+        );
+        assert_eq!(v.open_orders().count(), 0);
+        assert!(
+            run(&mut v, match_(wide(1, "100"))).is_empty(),
+            "a cancelled order fills nothing"
+        );
+        assert!(
+            run(&mut v, cancel).is_empty(),
+            "cancelling again changes nothing"
+        );
+    }
+
+    #[test]
     fn completed_orders_are_pruned_beyond_the_memory() {
         let mut v = PaperVenue::default();
         let total = 1_030u32;
@@ -1091,6 +1161,12 @@ mod tests {
             accepted(2, Side::Sell, "1", at(0)),
             matched(1, 1, Side::Buy, "1", "100.05", "0.10005", 1, "2"),
             matched(2, 1, Side::Sell, "1", "99.95", "0.09995", 1, "0"),
+            E::PaperOrderCancelled {
+                order_id: id(1),
+                remaining: Decimal::from(2),
+                reason: "insufficient cash".into(),
+                at: at(2),
+            },
         ];
         let types: std::collections::BTreeSet<String> =
             events.iter().map(DomainEvent::event_type).collect();
@@ -1104,8 +1180,9 @@ mod tests {
         }
         assert_eq!(PaperEvent::version_of("Nope"), None);
         let state = venue(events);
-        assert_eq!(state.open_orders().count(), 1);
+        assert_eq!(state.open_orders().count(), 0, "order 1 was cancelled, order 2 filled");
         assert_eq!(state.fills_of(&id(2)).len(), 1);
+        assert_eq!(state.fills_of(&id(1)).len(), 1);
         let back: PaperVenue =
             serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
         assert_eq!(back, state);

@@ -173,6 +173,8 @@ pub enum RiskRule {
     InsufficientPosition,
     /// A symbol the book does not trade.
     UnknownSymbol,
+    /// The proposal could not be assessed at all (malformed numbers); the detail says why.
+    Unassessable,
 }
 
 /// One broken rule, with its numbers.
