@@ -1180,7 +1180,11 @@ mod tests {
         }
         assert_eq!(PaperEvent::version_of("Nope"), None);
         let state = venue(events);
-        assert_eq!(state.open_orders().count(), 0, "order 1 was cancelled, order 2 filled");
+        assert_eq!(
+            state.open_orders().count(),
+            0,
+            "order 1 was cancelled, order 2 filled"
+        );
         assert_eq!(state.fills_of(&id(2)).len(), 1);
         assert_eq!(state.fills_of(&id(1)).len(), 1);
         let back: PaperVenue =
