@@ -621,11 +621,7 @@ impl Aggregate for Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_concurrent_writers_one_conflict_retried_nothing_lost() {
-    let db = jarvis_testkit::TestDb::create().await;
-    let store = jarvis_store::EventStore::connect(db.url(), 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (_db, store) = fresh_store().await;
     let gate = Arc::new(Gate {
         barrier: tokio::sync::Barrier::new(2),
         handled: AtomicUsize::new(0),
@@ -652,11 +648,7 @@ async fn two_concurrent_writers_one_conflict_retried_nothing_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gap_safety_a_late_commit_holding_a_lower_position_is_still_delivered_in_order() {
-    let db = jarvis_testkit::TestDb::create().await;
-    let store = jarvis_store::EventStore::connect(db.url(), 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (db, store) = fresh_store().await;
     let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, event_id)
                   VALUES ('MarketFeed', $1, 1, 'CandleClosed', '1', '{}'::json, $2::text::json, $3)";
     let meta = serde_json::to_string(&EventMetadata::root("test").to_map()).unwrap();
@@ -835,11 +827,7 @@ async fn ingest_refuses_bad_rows_and_conflicting_candles_with_file_and_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_record_the_sequence_they_cover() {
     use jarvis_domain::market::{MarketFeed, MarketFeedCommand};
-    let db = jarvis_testkit::TestDb::create().await;
-    let store = jarvis_store::EventStore::connect(db.url(), 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (_db, store) = fresh_store().await;
     // Snapshot every 5 events; commands of 4 then 8 candles: the second command crosses the boundary.
     let cqrs = store.snapshot_cqrs::<MarketFeed>(5, ());
     let metadata = EventMetadata::root("test");
@@ -888,11 +876,7 @@ async fn snapshots_record_the_sequence_they_cover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_refuses_events_the_bus_could_not_carry() {
-    let db = jarvis_testkit::TestDb::create().await;
-    let store = jarvis_store::EventStore::connect(db.url(), 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (_db, store) = fresh_store().await;
     let gate = Arc::new(Gate {
         barrier: tokio::sync::Barrier::new(1),
         handled: AtomicUsize::new(2),
@@ -924,11 +908,7 @@ async fn the_store_refuses_events_the_bus_could_not_carry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_trace_prints_the_causal_chain_oldest_first() {
-    let db = jarvis_testkit::TestDb::create().await;
-    let store = jarvis_store::EventStore::connect(db.url(), 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (db, store) = fresh_store().await;
     let gate = Arc::new(Gate {
         barrier: tokio::sync::Barrier::new(1),
         handled: AtomicUsize::new(2),
@@ -1150,11 +1130,7 @@ async fn the_kill_switch_is_a_nats_request_that_appends_trading_halted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_load_equals_a_full_replay_for_additive_state() {
     use jarvis_domain::trading::{OrderId, Portfolio, PortfolioCommand, Side};
-    let db = jarvis_testkit::TestDb::create().await;
-    let store = jarvis_store::EventStore::connect(db.url(), 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (db, store) = fresh_store().await;
     let cqrs = store.snapshot_cqrs::<Portfolio>(5, ());
     let metadata = EventMetadata::root("test");
     let at = |h: i64| {

@@ -27,6 +27,14 @@ pub trait JarvisAggregate: Aggregate {
 pub trait EventTypes: DomainEvent {
     /// `(event type, current version)` of every variant.
     const TYPES: &'static [(&'static str, u32)];
+
+    /// The current version of an event type, if this enum has it.
+    fn version_of(event_type: &str) -> Option<u32> {
+        Self::TYPES
+            .iter()
+            .find(|(t, _)| *t == event_type)
+            .map(|(_, v)| *v)
+    }
 }
 
 macro_rules! event_types {
@@ -260,11 +268,8 @@ fn decode_as<E: EventTypes>(
     version: u32,
     data: &[u8],
 ) -> Result<E, DecodeError> {
-    let supported = E::TYPES
-        .iter()
-        .find(|(t, _)| *t == event_type)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| DecodeError::UnknownType(ce_type.to_string()))?;
+    let supported =
+        E::version_of(event_type).ok_or_else(|| DecodeError::UnknownType(ce_type.to_string()))?;
     if version > supported || version == 0 {
         return Err(DecodeError::UnsupportedVersion {
             ce_type: ce_type.to_string(),

@@ -173,3 +173,11 @@ pub async fn read_all(store: &EventStore, n: usize) -> Vec<jarvis_domain::Record
     assert_eq!(events.len(), n, "more events than written");
     events
 }
+
+/// A fresh, migrated database and a store on it (no NATS).
+pub async fn fresh_store() -> (TestDb, EventStore) {
+    let db = TestDb::create().await;
+    let store = EventStore::connect(db.url(), 4).await.unwrap();
+    store.migrate().await.unwrap();
+    (db, store)
+}

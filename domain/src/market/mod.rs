@@ -87,14 +87,6 @@ pub enum MarketFeedEvent {
 impl MarketFeedEvent {
     /// Every event type of this enum with its current version.
     pub const TYPES: &'static [(&'static str, u32)] = &[("CandleClosed", 1)];
-
-    /// The current version of an event type, if this enum has it.
-    pub fn version_of(event_type: &str) -> Option<u32> {
-        Self::TYPES
-            .iter()
-            .find(|(t, _)| *t == event_type)
-            .map(|(_, v)| *v)
-    }
 }
 
 impl DomainEvent for MarketFeedEvent {

@@ -215,14 +215,6 @@ impl OrderEvent {
         ("OrderFilled", 1),
         ("OrderFailed", 1),
     ];
-
-    /// The current version of an event type, if this enum has it.
-    pub fn version_of(event_type: &str) -> Option<u32> {
-        Self::TYPES
-            .iter()
-            .find(|(t, _)| *t == event_type)
-            .map(|(_, v)| *v)
-    }
 }
 
 impl DomainEvent for OrderEvent {
@@ -706,6 +698,7 @@ impl JarvisAggregate for Order {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventTypes as _;
     use crate::trading::values::RiskRule;
     use cqrs_es::test::TestFramework;
     use OrderCommand as C;

@@ -212,14 +212,6 @@ impl PaperEvent {
         ("PaperOrderMatched", 1),
         ("PaperOrderCancelled", 1),
     ];
-
-    /// The current version of an event type, if this enum has it.
-    pub fn version_of(event_type: &str) -> Option<u32> {
-        Self::TYPES
-            .iter()
-            .find(|(t, _)| *t == event_type)
-            .map(|(_, v)| *v)
-    }
 }
 
 impl DomainEvent for PaperEvent {
@@ -632,6 +624,7 @@ impl JarvisAggregate for PaperVenue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventTypes as _;
     use chrono::TimeDelta;
     use cqrs_es::test::TestFramework;
     use PaperCommand as C;

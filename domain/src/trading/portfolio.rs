@@ -180,14 +180,6 @@ impl PortfolioEvent {
         ("PnlRealized", 1),
         ("PortfolioMarked", 1),
     ];
-
-    /// The current version of an event type, if this enum has it.
-    pub fn version_of(event_type: &str) -> Option<u32> {
-        Self::TYPES
-            .iter()
-            .find(|(t, _)| *t == event_type)
-            .map(|(_, v)| *v)
-    }
 }
 
 impl DomainEvent for PortfolioEvent {
@@ -733,6 +725,7 @@ impl JarvisAggregate for Portfolio {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventTypes as _;
     use cqrs_es::test::TestFramework;
     use std::collections::BTreeSet;
 

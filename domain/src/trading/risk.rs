@@ -282,14 +282,6 @@ impl RiskEvent {
         ("TradingHalted", 1),
         ("TradingResumed", 1),
     ];
-
-    /// The current version of an event type, if this enum has it.
-    pub fn version_of(event_type: &str) -> Option<u32> {
-        Self::TYPES
-            .iter()
-            .find(|(t, _)| *t == event_type)
-            .map(|(_, v)| *v)
-    }
 }
 
 impl DomainEvent for RiskEvent {
@@ -1003,6 +995,7 @@ impl JarvisAggregate for RiskBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventTypes as _;
     use cqrs_es::test::TestFramework;
 
     type Given = TestFramework<RiskBook>;
