@@ -1130,7 +1130,7 @@ async fn the_kill_switch_is_a_nats_request_that_appends_trading_halted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_load_equals_a_full_replay_for_additive_state() {
     use jarvis_domain::trading::{OrderId, Portfolio, PortfolioCommand, Side};
-    let (db, store) = fresh_store().await;
+    let (_db, store) = fresh_store().await;
     let cqrs = store.snapshot_cqrs::<Portfolio>(5, ());
     let metadata = EventMetadata::root("test");
     let at = |h: i64| {
