@@ -28,7 +28,9 @@ use jarvis_domain::market::{MarketFeed, MarketFeedEvent, MarketFeedId};
 use jarvis_domain::trading::order::{Order, OrderCommand, OrderStatus, TradeProposal};
 use jarvis_domain::trading::paper::{PaperCommand, PaperConfig, PaperVenue};
 use jarvis_domain::trading::portfolio::{Portfolio, PortfolioCommand};
-use jarvis_domain::trading::risk::{ProposalToAssess, RiskBook, RiskCommand, RiskLimits, RiskView};
+use jarvis_domain::trading::risk::{
+    ProposalToAssess, QuoteCheck, RiskBook, RiskCommand, RiskLimits, RiskView,
+};
 use jarvis_domain::trading::{OrderId, PricePoint, Side};
 use jarvis_domain::{AnyEvent, Candle, EventMetadata, RecordedEvent, Symbol};
 use jarvis_store::{execute_with_retry, EventStore, StoreError};
@@ -424,7 +426,16 @@ impl TradingPipeline {
                     high_water_mark: view.high_water_mark,
                     day_start_equity: view.day_start_equity,
                 },
-                quote: None,
+                // The paper venue's quote: its slippage, and as the price impact the order's share of the
+                // candle's volume in basis points (what the venue's volume cap prices in).
+                quote: Some(QuoteCheck {
+                    slippage_bps: self.settings.paper.slippage_bps,
+                    price_impact_bps: proposal
+                        .quantity
+                        .checked_div(candle.volume)
+                        .and_then(|share| share.checked_mul(Decimal::from(10_000)))
+                        .map_or(Decimal::MAX, |bps| bps.round_dp(4)),
+                }),
             };
             let risk = EventMetadata::caused_by(&proposed, "risk");
             match self
