@@ -371,3 +371,67 @@ async fn sigkill_mid_replay_then_restart_continues_without_duplicate_orders_or_f
     assert_eq!(causes.len(), proposed.len(), "two proposals for one candle");
     assert!(!of_type(&all, "OrderFilled").is_empty());
 }
+
+/// The oldest `rows` hours of the ETH file (August 2017), as a file of its own.
+fn eth_oldest(rows: usize) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../data/binance_ethusdt_1h.csv"
+    ))
+    .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut subset = vec![lines[0]];
+    subset.extend(&lines[lines.len() - rows..]);
+    let path = dir.path().join("binance_ethusdt_1h.csv");
+    std::fs::write(&path, subset.join("\n") + "\n").unwrap();
+    (dir, path.to_string_lossy().into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_history_ingested_after_newer_is_stale_and_never_traded() {
+    let env = Env::start().await;
+    let _up = up(&env, &[]);
+    let (_sol_dir, sol) = sol_subset(60);
+    ingest(&env, &sol);
+    wait_idle(&env, 60).await;
+    // Four years older than what the pipeline has already seen.
+    let (_eth_dir, eth) = eth_oldest(60);
+    ingest(&env, &eth);
+    wait_idle(&env, 120).await;
+    let all = check_books(&env).await;
+    let eth_proposals = of_type(&all, "TradeProposed")
+        .into_iter()
+        .filter(|e| e.payload["symbol"] == "ETH/USDT")
+        .count();
+    assert!(
+        eth_proposals > 0,
+        "the strategy proposed on the old ETH candles"
+    );
+    let stale = of_type(&all, "TradeRejected")
+        .into_iter()
+        .filter(|e| e.payload["symbol"] == "ETH/USDT")
+        .filter(|e| {
+            e.payload["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["rule"] == "stale_price")
+        })
+        .count();
+    assert_eq!(
+        stale, eth_proposals,
+        "every proposal on the old candles is rejected as stale"
+    );
+    let submitted_eth = of_type(&all, "OrderSubmitted")
+        .into_iter()
+        .filter(|e| {
+            all.iter().any(|p| {
+                p.event_type == "TradeProposed"
+                    && p.aggregate_id == e.aggregate_id
+                    && p.payload["symbol"] == "ETH/USDT"
+            })
+        })
+        .count();
+    assert_eq!(submitted_eth, 0);
+}

@@ -374,6 +374,16 @@ impl TradingPipeline {
         }
         let portfolio: Portfolio = self.load(PORTFOLIO, true).await?;
         let view = portfolio.view();
+        // The pipeline's clock: the latest close it has seen, of any symbol (the portfolio's marks, so it is
+        // persisted and the same after a restart). A candle that arrives late, or a file of older history
+        // ingested after newer, is decided at this time, so the risk book sees its price as stale.
+        let now = view
+            .prices
+            .values()
+            .map(|p| p.at)
+            .max()
+            .unwrap_or(candle.close_time)
+            .max(candle.close_time);
         let history = self.history(candle).await?;
         // The symbols with candles so far, as the portfolio's marks recorded them: persisted and in event
         // order, so a restart decides exactly as an uninterrupted run would.
@@ -396,7 +406,7 @@ impl TradingPipeline {
                 side: proposal.side,
                 quantity: proposal.quantity,
                 reference: proposal.reference.clone(),
-                proposed_at: candle.close_time,
+                proposed_at: now,
                 rationale: proposal.rationale,
             };
             self.run::<Order>(
@@ -416,7 +426,7 @@ impl TradingPipeline {
                     side: proposal.side,
                     quantity: proposal.quantity,
                     reference: proposal.reference,
-                    proposed_at: candle.close_time,
+                    proposed_at: now,
                 },
                 view: RiskView {
                     cash: view.cash,
@@ -455,7 +465,7 @@ impl TradingPipeline {
                             actual: None,
                             detail: format!("not assessable: {reason}"),
                         }],
-                        decided_at: candle.close_time,
+                        decided_at: now,
                     };
                     self.run::<Order>(&id, reject, &risk, false).await?;
                     continue;
@@ -478,14 +488,12 @@ impl TradingPipeline {
                     .map_err(|e| HandlerError::Permanent(format!("OrderRefused reasons: {e}")))?;
                 let reject = OrderCommand::Reject {
                     reasons,
-                    decided_at: candle.close_time,
+                    decided_at: now,
                 };
                 self.run::<Order>(&id, reject, &decided, false).await?;
                 continue;
             }
-            let approve = OrderCommand::Approve {
-                decided_at: candle.close_time,
-            };
+            let approve = OrderCommand::Approve { decided_at: now };
             self.run::<Order>(&id, approve, &decided, false).await?;
             let approved = self
                 .order_event(order_id, "TradeApproved", |_| true)
@@ -499,7 +507,7 @@ impl TradingPipeline {
             }
             let submit = OrderCommand::Submit {
                 venue: PAPER_VENUE.into(),
-                submitted_at: candle.close_time,
+                submitted_at: now,
             };
             let execution = EventMetadata::caused_by(&approved, "execution");
             self.run::<Order>(&id, submit, &execution, false).await?;
@@ -511,7 +519,7 @@ impl TradingPipeline {
                 symbol: proposal.symbol,
                 side: proposal.side,
                 quantity: proposal.quantity,
-                submitted_at: candle.close_time,
+                submitted_at: now,
             };
             self.run::<PaperVenue>(
                 PAPER_VENUE,
