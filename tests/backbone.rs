@@ -381,7 +381,16 @@ async fn nats_restart_under_running_relay_and_consumer_loses_nothing() {
     env.nats.kill();
     // Written while the bus is down: the store is the system of record.
     append_days(&env.store, "SOL/USDT", 2, 2).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Restart only once the clients have noticed the server is gone, so they really reconnect.
+    eventually(
+        Duration::from_secs(30),
+        "the client to see the server gone",
+        || async {
+            (env.client.connection_state() != async_nats::connection::State::Connected)
+                .then_some(())
+        },
+    )
+    .await;
     env.nats.restart();
     append_days(&env.store, "SOL/USDT", 4, 2).await;
     let stored = read_all(&env.store, 144).await;
