@@ -11,6 +11,7 @@
 //! - [`market`]: the market agent: candle files ([`market::candle_file`]) and their ingestion into
 //!   `MarketFeed` aggregates ([`market::ingest`]).
 
+pub mod ledger;
 pub mod market;
 pub mod relay;
 pub mod risk;

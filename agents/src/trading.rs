@@ -22,29 +22,26 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::Duration;
-use cqrs_es::Aggregate;
 use jarvis_bus::{Envelope, Handler, HandlerError};
 use jarvis_domain::market::{MarketFeed, MarketFeedEvent, MarketFeedId};
-use jarvis_domain::trading::order::{Order, OrderCommand, OrderStatus, TradeProposal};
+use jarvis_domain::trading::order::{Order, OrderCommand, OrderEvent, OrderStatus, TradeProposal};
 use jarvis_domain::trading::paper::{PaperCommand, PaperConfig, PaperVenue};
 use jarvis_domain::trading::portfolio::{Portfolio, PortfolioCommand};
 use jarvis_domain::trading::risk::{
-    ProposalToAssess, QuoteCheck, RiskBook, RiskCommand, RiskLimits, RiskView,
+    ProposalToAssess, QuoteCheck, RiskBook, RiskCommand, RiskEvent, RiskLimits, RiskView,
 };
 use jarvis_domain::trading::{OrderId, PricePoint, Side};
-use jarvis_domain::{AnyEvent, Candle, EventMetadata, RecordedEvent, Symbol};
-use jarvis_store::{execute_with_retry, EventStore, StoreError};
+use jarvis_domain::{AnyEvent, Candle, EventMetadata, EventRef, Symbol};
+use jarvis_store::EventStore;
 use rust_decimal::Decimal;
 
-use crate::runtime::{handler_error, SNAPSHOT_EVERY};
+use crate::ledger::{Ledger, LedgerAggregate};
 use crate::treasury::{Strategy, StrategyConfig, StrategyInput};
 
 /// The one portfolio.
 pub const PORTFOLIO: &str = "main";
 /// The one paper venue.
 pub const PAPER_VENUE: &str = "paper";
-/// Retries after conflicts with another writer.
-const RETRIES: u32 = 5;
 
 /// What the pipeline trades with.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +56,9 @@ pub struct TradingSettings {
     pub limits: RiskLimits,
     /// The paper venue's fill model.
     pub paper: PaperConfig,
+    /// Whether approved orders go to the paper venue. Off when another venue's execution agent (Jupiter)
+    /// takes the approved orders: the pipeline then stops at `TradeApproved`.
+    pub submit_to_paper: bool,
 }
 
 impl Default for TradingSettings {
@@ -69,41 +69,49 @@ impl Default for TradingSettings {
             strategy: StrategyConfig::default(),
             limits: RiskLimits::default(),
             paper: PaperConfig::default(),
+            submit_to_paper: true,
         }
     }
 }
 
-/// The pipeline, as a consumer of `CandleClosed` events.
-pub struct TradingPipeline {
-    store: EventStore,
+/// The pipeline, as a consumer of `CandleClosed` events, on a [`Ledger`]: the event store when live
+/// (the default), memory in a backtest.
+pub struct TradingPipeline<L = EventStore> {
+    ledger: L,
     settings: TradingSettings,
     strategy: Box<dyn Strategy>,
     set_up: AtomicBool,
 }
 
-fn transient(e: StoreError) -> HandlerError {
-    HandlerError::Transient(e.to_string())
-}
-
-impl TradingPipeline {
-    /// A pipeline on `store` with the strategy of `settings.strategy` (the rebalancer).
-    pub fn new(store: EventStore, settings: TradingSettings) -> Self {
+impl<L: Ledger> TradingPipeline<L> {
+    /// A pipeline on `ledger` with the strategy of `settings.strategy` (the rebalancer).
+    pub fn new(ledger: L, settings: TradingSettings) -> Self {
         let strategy = settings.strategy.build();
-        Self::with_strategy(store, settings, strategy)
+        Self::with_strategy(ledger, settings, strategy)
     }
 
     /// A pipeline with a strategy of your own: implement [`Strategy`], nothing else changes.
     pub fn with_strategy(
-        store: EventStore,
+        ledger: L,
         settings: TradingSettings,
         strategy: Box<dyn Strategy>,
     ) -> Self {
         Self {
-            store,
+            ledger,
             settings,
             strategy,
             set_up: AtomicBool::new(false),
         }
+    }
+
+    /// The ledger it trades on.
+    pub fn ledger(&self) -> &L {
+        &self.ledger
+    }
+
+    /// Its settings.
+    pub fn settings(&self) -> &TradingSettings {
+        &self.settings
     }
 
     async fn run<A>(
@@ -114,53 +122,40 @@ impl TradingPipeline {
         snapshot: bool,
     ) -> Result<(), HandlerError>
     where
-        A: Aggregate,
-        A::Command: Clone,
-        A::Services: Default,
+        A: LedgerAggregate,
     {
-        let cqrs = if snapshot {
-            self.store
-                .snapshot_cqrs::<A>(SNAPSHOT_EVERY, A::Services::default())
-        } else {
-            self.store.cqrs::<A>(A::Services::default())
-        };
-        execute_with_retry(&cqrs, id, command, metadata, RETRIES)
+        self.ledger
+            .execute::<A>(id, command, metadata, snapshot)
             .await
-            .map(|_| ())
-            .map_err(handler_error)
     }
 
-    async fn load<A: Aggregate>(&self, id: &str, snapshot: bool) -> Result<A, HandlerError> {
-        self.store
-            .load::<A>(id, snapshot.then_some(SNAPSHOT_EVERY))
-            .await
-            .map_err(handler_error)
+    async fn load<A>(&self, id: &str, snapshot: bool) -> Result<A, HandlerError>
+    where
+        A: LedgerAggregate,
+    {
+        self.ledger.load::<A>(id, snapshot).await
     }
 
-    /// The event of `order` of type `event_type` satisfying `pick`, just written or written before.
+    /// The event of `order` that `pick` accepts (`what` names it in the error), just written or written
+    /// before.
     async fn order_event(
         &self,
         order: OrderId,
-        event_type: &str,
-        pick: impl Fn(&RecordedEvent) -> bool,
-    ) -> Result<RecordedEvent, HandlerError> {
-        self.store
-            .events_of(Order::TYPE, &order.to_string())
-            .await
-            .map_err(transient)?
-            .into_iter()
-            .rev()
-            .find(|e| e.event_type == event_type && pick(e))
-            .ok_or_else(|| {
-                HandlerError::Transient(format!("order {order} has no {event_type} yet"))
-            })
+        what: &str,
+        pick: impl Fn(&OrderEvent) -> bool + Send,
+    ) -> Result<EventRef, HandlerError> {
+        self.ledger
+            .find_event::<Order, _>(&order.to_string(), pick)
+            .await?
+            .map(|(at, _)| at)
+            .ok_or_else(|| HandlerError::Transient(format!("order {order} has no {what} yet")))
     }
 
     /// Opens the portfolio, sets the risk limits and configures the venue, once per process (each is a
     /// no-op when already done), at the event time of the first candle.
     async fn set_up(
         &self,
-        env: &Envelope,
+        env: &EventRef,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), HandlerError> {
         if self.set_up.load(Ordering::Acquire) {
@@ -201,21 +196,19 @@ impl TradingPipeline {
     ///
     /// # Errors
     /// [`HandlerError`]: transient for store failures, permanent for a refusal by an aggregate.
-    pub async fn on_candle(&self, env: &Envelope, candle: Candle) -> Result<(), HandlerError> {
+    pub async fn on_candle(&self, env: &EventRef, candle: Candle) -> Result<(), HandlerError> {
         let quote = candle.symbol.as_str().split('/').nth(1).unwrap_or_default();
         if quote != self.settings.quote_asset {
             tracing::debug!(symbol = %candle.symbol, quote, "not traded: another quote asset");
             return Ok(());
         }
-        let gate = self.store.close_gate().await.map_err(transient)?;
+        let gate = self.ledger.close_gate().await?;
         let done = self.steps(env, &candle).await;
-        if let Err(e) = gate.open().await {
-            tracing::warn!(cause = %e, "releasing the trading gate failed");
-        }
+        self.ledger.open_gate(gate).await;
         done
     }
 
-    async fn steps(&self, env: &Envelope, candle: &Candle) -> Result<(), HandlerError> {
+    async fn steps(&self, env: &EventRef, candle: &Candle) -> Result<(), HandlerError> {
         let at = candle.close_time;
         self.set_up(env, at).await?;
         self.fill(env, candle).await?;
@@ -232,7 +225,7 @@ impl TradingPipeline {
     }
 
     /// Steps 1 and 2: the venue's fills at this candle, recorded on their orders and in the portfolio.
-    async fn fill(&self, env: &Envelope, candle: &Candle) -> Result<(), HandlerError> {
+    async fn fill(&self, env: &EventRef, candle: &Candle) -> Result<(), HandlerError> {
         let matched = PaperCommand::Match {
             candle: candle.clone(),
         };
@@ -251,7 +244,9 @@ impl TradingPipeline {
             }
             let recorded = order.fills().contains_key(&fill.fill_id);
             let submitted = self
-                .order_event(fill.order_id, "OrderSubmitted", |_| true)
+                .order_event(fill.order_id, "OrderSubmitted", |e| {
+                    matches!(e, OrderEvent::OrderSubmitted(_))
+                })
                 .await?;
             let portfolio: Portfolio = self.load(PORTFOLIO, true).await?;
             let held = portfolio
@@ -277,7 +272,7 @@ impl TradingPipeline {
                 )),
                 _ => None,
             };
-            let metadata = EventMetadata::caused_by(&submitted, "execution");
+            let metadata = submitted.caused("execution");
             if let Some(reason) = refusal {
                 tracing::warn!(order = %fill.order_id, %reason, "failing the order");
                 let fail = OrderCommand::Fail {
@@ -302,9 +297,11 @@ impl TradingPipeline {
                     .await?;
             }
             let filled = self
-                .order_event(fill.order_id, "OrderFilled", |e| {
-                    e.payload.get("fill_id").and_then(|v| v.as_str()) == Some(fill.fill_id.as_str())
-                })
+                .order_event(
+                    fill.order_id,
+                    "OrderFilled",
+                    |e| matches!(e, OrderEvent::OrderFilled(f) if f.fill_id == fill.fill_id),
+                )
                 .await?;
             let apply = PortfolioCommand::ApplyFill {
                 order_id: fill.order_id,
@@ -316,13 +313,8 @@ impl TradingPipeline {
                 fee: fill.fee,
                 filled_at: fill.filled_at,
             };
-            self.run::<Portfolio>(
-                PORTFOLIO,
-                apply,
-                &EventMetadata::caused_by(&filled, "settlement"),
-                true,
-            )
-            .await?;
+            self.run::<Portfolio>(PORTFOLIO, apply, &filled.caused("settlement"), true)
+                .await?;
         }
         Ok(())
     }
@@ -330,7 +322,7 @@ impl TradingPipeline {
     /// Withdraws what is still open of a failed order from the venue, so it fills nothing more.
     async fn withdraw(
         &self,
-        env: &Envelope,
+        env: &EventRef,
         order_id: &OrderId,
         reason: &str,
         at: chrono::DateTime<chrono::Utc>,
@@ -367,7 +359,7 @@ impl TradingPipeline {
     }
 
     /// Steps 3 to 5: proposals, their risk verdicts, and the submission of approved orders.
-    async fn decide(&self, env: &Envelope, candle: &Candle) -> Result<(), HandlerError> {
+    async fn decide(&self, env: &EventRef, candle: &Candle) -> Result<(), HandlerError> {
         let venue: PaperVenue = self.load(PAPER_VENUE, true).await?;
         if venue.open_orders().any(|o| o.symbol == candle.symbol) {
             return Ok(());
@@ -391,14 +383,24 @@ impl TradingPipeline {
         symbols.insert(candle.symbol.clone());
         let input = StrategyInput {
             candle,
-            candle_event: env.id,
+            candle_event: env.event_id,
             history: &history,
             portfolio: &view,
             symbols: &symbols,
             sentiment: None,
         };
         for proposal in self.strategy.decide(&input) {
-            let order_id = OrderId::derived(&format!("{}/{}", env.id, proposal.symbol));
+            // Look-ahead: a decision may rely only on what was known when the candle closed.
+            if proposal.reference.at > candle.close_time {
+                return Err(HandlerError::Permanent(format!(
+                    "look-ahead: strategy {} relied on a {} price at {} after the candle closed at {}",
+                    self.strategy.name(),
+                    proposal.reference.symbol,
+                    proposal.reference.at,
+                    candle.close_time
+                )));
+            }
+            let order_id = OrderId::derived(&format!("{}/{}", env.event_id, proposal.symbol));
             let id = order_id.to_string();
             let propose = TradeProposal {
                 order_id,
@@ -417,7 +419,9 @@ impl TradingPipeline {
             )
             .await?;
             let proposed = self
-                .order_event(order_id, "TradeProposed", |_| true)
+                .order_event(order_id, "TradeProposed", |e| {
+                    matches!(e, OrderEvent::TradeProposed(_))
+                })
                 .await?;
             let assess = RiskCommand::Assess {
                 proposal: ProposalToAssess {
@@ -447,7 +451,7 @@ impl TradingPipeline {
                         .map_or(Decimal::MAX, |bps| bps.round_dp(4)),
                 }),
             };
-            let risk = EventMetadata::caused_by(&proposed, "risk");
+            let risk = proposed.caused("risk");
             match self
                 .run::<RiskBook>(crate::risk::RISK_BOOK, assess, &risk, true)
                 .await
@@ -473,19 +477,19 @@ impl TradingPipeline {
                 Err(e) => return Err(e),
             }
             let verdict = self
-                .store
-                .events_caused_by(proposed.event_id)
-                .await
-                .map_err(transient)?
-                .into_iter()
-                .find(|e| e.event_type == "OrderAdmitted" || e.event_type == "OrderRefused");
-            let Some(verdict) = verdict else {
+                .ledger
+                .find_caused::<RiskBook, _>(crate::risk::RISK_BOOK, proposed.event_id, |e| {
+                    matches!(
+                        e,
+                        RiskEvent::OrderAdmitted { .. } | RiskEvent::OrderRefused { .. }
+                    )
+                })
+                .await?;
+            let Some((verdict, verdict_event)) = verdict else {
                 continue;
             };
-            let decided = EventMetadata::caused_by(&verdict, "risk");
-            if verdict.event_type == "OrderRefused" {
-                let reasons = serde_json::from_value(verdict.payload["reasons"].clone())
-                    .map_err(|e| HandlerError::Permanent(format!("OrderRefused reasons: {e}")))?;
+            let decided = verdict.caused("risk");
+            if let RiskEvent::OrderRefused { reasons, .. } = verdict_event {
                 let reject = OrderCommand::Reject {
                     reasons,
                     decided_at: now,
@@ -496,8 +500,14 @@ impl TradingPipeline {
             let approve = OrderCommand::Approve { decided_at: now };
             self.run::<Order>(&id, approve, &decided, false).await?;
             let approved = self
-                .order_event(order_id, "TradeApproved", |_| true)
+                .order_event(order_id, "TradeApproved", |e| {
+                    matches!(e, OrderEvent::TradeApproved(_))
+                })
                 .await?;
+            if !self.settings.submit_to_paper {
+                // Another venue's execution agent takes it from here.
+                continue;
+            }
             // Still not halted? Inside the gate this is exact: a halt since the assessment (possible when
             // this candle is a redelivery) keeps the approved order from ever being submitted.
             let book: RiskBook = self.load(crate::risk::RISK_BOOK, true).await?;
@@ -509,10 +519,12 @@ impl TradingPipeline {
                 venue: PAPER_VENUE.into(),
                 submitted_at: now,
             };
-            let execution = EventMetadata::caused_by(&approved, "execution");
+            let execution = approved.caused("execution");
             self.run::<Order>(&id, submit, &execution, false).await?;
             let submitted = self
-                .order_event(order_id, "OrderSubmitted", |_| true)
+                .order_event(order_id, "OrderSubmitted", |e| {
+                    matches!(e, OrderEvent::OrderSubmitted(_))
+                })
                 .await?;
             let accept = PaperCommand::Accept {
                 order_id,
@@ -521,23 +533,18 @@ impl TradingPipeline {
                 quantity: proposal.quantity,
                 submitted_at: now,
             };
-            self.run::<PaperVenue>(
-                PAPER_VENUE,
-                accept,
-                &EventMetadata::caused_by(&submitted, "execution"),
-                true,
-            )
-            .await?;
+            self.run::<PaperVenue>(PAPER_VENUE, accept, &submitted.caused("execution"), true)
+                .await?;
         }
         Ok(())
     }
 }
 
-impl Handler for TradingPipeline {
+impl<L: Ledger> Handler for TradingPipeline<L> {
     async fn handle(&self, envelope: &Envelope, event: AnyEvent) -> Result<(), HandlerError> {
         match event {
             AnyEvent::Market(MarketFeedEvent::CandleClosed(candle)) => {
-                self.on_candle(envelope, candle).await
+                self.on_candle(&envelope.event_ref(), candle).await
             }
             _ => Ok(()),
         }

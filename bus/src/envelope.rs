@@ -168,7 +168,15 @@ impl Envelope {
         })
     }
 
-    /// Metadata for an event caused by this one: the same story, caused by this event, written by `source`.
+    /// This event's identity, to cause others with.
+    pub fn event_ref(&self) -> jarvis_domain::EventRef {
+        jarvis_domain::EventRef {
+            event_id: self.id,
+            correlation_id: self.correlation_id,
+        }
+    }
+
+    /// Metadata for an event this one causes, written by `source`.
     pub fn caused(&self, source: impl Into<String>) -> jarvis_domain::EventMetadata {
         jarvis_domain::EventMetadata {
             correlation_id: self.correlation_id,

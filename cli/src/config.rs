@@ -171,6 +171,18 @@ impl Config {
     /// # Errors
     /// A missing explicit file, a syntax error, an unknown key or a bad value, named with its source.
     pub fn load(explicit: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_with(explicit, &[])
+    }
+
+    /// Loads the configuration with `overrides` (`section.key`, value) on top of the file and the
+    /// environment, e.g. one point of a backtest sweep; they are checked like any other key.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn load_with(
+        explicit: Option<&Path>,
+        overrides: &[(String, figment::value::Value)],
+    ) -> anyhow::Result<Self> {
         let mut figment = Figment::new();
         let path: Option<PathBuf> = match explicit {
             Some(p) => {
@@ -198,6 +210,9 @@ impl Config {
                     .only(&["JARVIS_NATS_URL"])
                     .map(|_| "nats.url".into()),
             );
+        for (key, value) in overrides {
+            figment = figment.merge(figment::providers::Serialized::default(key, value));
+        }
         let config: Self = figment.extract().map_err(|e| {
             let mut text = String::new();
             for err in e {
@@ -277,6 +292,7 @@ impl Config {
             strategy: self.treasury.clone(),
             limits: self.risk.clone(),
             paper: self.paper.clone(),
+            submit_to_paper: true,
         }
     }
 

@@ -6,8 +6,10 @@
 //! - [`stack`]: where the store and the bus are, and `jarvis up`'s private nats-server and Postgres.
 //! - [`commands`]: `migrate`, `ingest`, `relay`, `up` (relay, trading pipeline, `jarvis-risk`), `events tail`,
 //!   `events trace`, `status`.
-//! - [`bench`]: `jarvis bench store|relay|e2e`, our figures beside a raw baseline measured in the same run.
+//! - [`backtest`]: `jarvis backtest`, the pipeline replayed in memory, and sweeps of it.
+//! - [`bench`]: `jarvis bench store|relay|e2e|backtest`, our figures beside a raw baseline measured in the same run.
 
+pub mod backtest;
 pub mod bench;
 pub mod commands;
 pub mod config;
@@ -62,6 +64,8 @@ pub enum Command {
     /// Benchmarks: our rate beside a raw baseline, measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Replay history through the trading pipeline in memory and report how it would have done.
+    Backtest(Box<backtest::BacktestArgs>),
 }
 
 /// An error that maps to a specific exit code (2: bad input).
@@ -121,6 +125,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(cmd) => commands::events(&config, &cli.data_dir, cmd).await,
         Command::Status { json } => commands::status(&config, &cli.data_dir, json).await,
         Command::Bench(cmd) => bench::run(&config, &cli.data_dir, cmd).await,
+        Command::Backtest(args) => {
+            backtest::run(cli.config.as_deref(), &config, &cli.data_dir, *args).await
+        }
     }
 }
 

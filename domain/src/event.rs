@@ -11,6 +11,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::backtest::{BacktestEvent, BacktestRun};
 use crate::market::{MarketFeed, MarketFeedEvent};
 use crate::trading::order::{Order, OrderEvent};
 use crate::trading::paper::{PaperEvent, PaperVenue};
@@ -49,7 +50,8 @@ event_types!(
     OrderEvent,
     PortfolioEvent,
     RiskEvent,
-    PaperEvent
+    PaperEvent,
+    BacktestEvent
 );
 
 /// The bounded context of a stored aggregate type, if Jarvis knows it.
@@ -60,6 +62,7 @@ pub fn context_of(aggregate_type: &str) -> Option<&'static str> {
         Portfolio::TYPE => Some(Portfolio::CONTEXT),
         RiskBook::TYPE => Some(RiskBook::CONTEXT),
         PaperVenue::TYPE => Some(PaperVenue::CONTEXT),
+        BacktestRun::TYPE => Some(BacktestRun::CONTEXT),
         _ => None,
     }
 }
@@ -83,6 +86,35 @@ pub struct EventMetadata {
     pub causation_id: Uuid,
     /// The agent or tool that wrote it, e.g. `jarvis-ingest` or `risk`.
     pub source: String,
+}
+
+/// The identity of an event that causes others: its id and the story it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventRef {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// Its correlation id (the whole story).
+    pub correlation_id: Uuid,
+}
+
+impl EventRef {
+    /// Metadata for an event this one causes, written by `source`.
+    pub fn caused(&self, source: impl Into<String>) -> EventMetadata {
+        EventMetadata {
+            correlation_id: self.correlation_id,
+            causation_id: self.event_id,
+            source: source.into(),
+        }
+    }
+}
+
+impl From<&RecordedEvent> for EventRef {
+    fn from(e: &RecordedEvent) -> Self {
+        Self {
+            event_id: e.event_id,
+            correlation_id: e.metadata.correlation_id,
+        }
+    }
 }
 
 impl EventMetadata {
@@ -259,6 +291,8 @@ pub enum AnyEvent {
     Risk(RiskEvent),
     /// An event of the `PaperVenue` (context `execution`).
     Execution(PaperEvent),
+    /// An event of a `BacktestRun` (context `backtest`).
+    Backtest(BacktestEvent),
 }
 
 /// Decodes the body of `event_type` at `version` as an event of the enum `E`.
@@ -316,6 +350,9 @@ impl AnyEvent {
             PaperVenue::CONTEXT => {
                 decode_as(ce_type, event_type, version, data).map(Self::Execution)
             }
+            BacktestRun::CONTEXT => {
+                decode_as(ce_type, event_type, version, data).map(Self::Backtest)
+            }
             _ => Err(DecodeError::UnknownType(ce_type.to_string())),
         }
     }
@@ -328,6 +365,7 @@ impl AnyEvent {
             Self::Portfolio(e) => e.event_type(),
             Self::Risk(e) => e.event_type(),
             Self::Execution(e) => e.event_type(),
+            Self::Backtest(e) => e.event_type(),
         }
     }
 }

@@ -8,11 +8,12 @@
 //!   naming (`jarvis.<context>.<EventType>.v<N>`), and [`AnyEvent`], the registry that decodes any event on the bus.
 //! - [`schema`]: JSON Schemas of every event type, written to `schemas/` and checked for drift by a test.
 
+pub mod backtest;
 pub mod event;
 pub mod market;
 pub mod schema;
 pub mod trading;
 pub mod values;
 
-pub use event::{AnyEvent, DecodeError, EventMetadata, JarvisAggregate, RecordedEvent};
+pub use event::{AnyEvent, DecodeError, EventMetadata, EventRef, JarvisAggregate, RecordedEvent};
 pub use values::{Candle, DomainError, Symbol};
