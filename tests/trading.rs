@@ -255,6 +255,63 @@ async fn paper_trading_replays_the_sol_file_and_the_books_reconcile() {
                     .all(|x| x["rule"].is_string() && x["detail"].is_string())
         );
     }
+    // Live/backtest parity: `jarvis backtest` on the same file and configuration makes the same fills.
+    let live: Vec<String> = of_type(&all, "PositionChanged")
+        .iter()
+        .map(|e| {
+            format!(
+                "{},{},{},{},{},{}",
+                e.payload["at"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<chrono::DateTime<chrono::Utc>>()
+                    .unwrap()
+                    .to_rfc3339(),
+                e.payload["symbol"].as_str().unwrap(),
+                e.payload["side"].as_str().unwrap(),
+                dec(e, "quantity"),
+                dec(e, "price"),
+                dec(e, "fee")
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let trades = dir.path().join("trades.csv");
+    let out = jarvis(
+        &env,
+        &[
+            "backtest",
+            "--data",
+            "data/binance_solusdt_1h.csv",
+            "--json",
+            "--no-record",
+            "--trades-csv",
+            trades.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let backtest: Vec<String> = std::fs::read_to_string(&trades)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|row| {
+            let f: Vec<&str> = row.split(',').collect();
+            let d = |i: usize| Decimal::from_str(f[i]).unwrap();
+            format!("{},{},{},{},{},{}", f[0], f[2], f[3], d(4), d(5), d(6))
+        })
+        .collect();
+    assert!(!live.is_empty());
+    assert_eq!(
+        live, backtest,
+        "live fills (left) and backtest fills (right) differ"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

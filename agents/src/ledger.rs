@@ -71,6 +71,19 @@ pub trait Ledger: Send + Sync {
     where
         A: LedgerAggregate;
 
+    /// What `read` makes of aggregate `id` (the default state when it has no events), without copying the
+    /// aggregate where the ledger can avoid it.
+    fn read<A, R, F>(
+        &self,
+        id: &str,
+        snapshot: bool,
+        read: F,
+    ) -> impl Future<Output = Result<R, HandlerError>> + Send
+    where
+        A: LedgerAggregate,
+        R: Send,
+        F: FnOnce(&A) -> R + Send;
+
     /// The latest event of aggregate `id` that `pick` accepts, with its identity.
     fn find_event<A, F>(
         &self,
@@ -91,6 +104,82 @@ pub trait Ledger: Send + Sync {
     where
         A: LedgerAggregate,
         F: Fn(&A::Event) -> bool + Send;
+}
+
+/// A borrowed ledger is a ledger: a backtest can inspect the one its pipeline ran on.
+impl<T: Ledger> Ledger for &T {
+    type Gate = T::Gate;
+
+    fn close_gate(&self) -> impl Future<Output = Result<Self::Gate, HandlerError>> + Send {
+        (**self).close_gate()
+    }
+
+    fn open_gate(&self, gate: Self::Gate) -> impl Future<Output = ()> + Send {
+        (**self).open_gate(gate)
+    }
+
+    fn execute<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+        snapshot: bool,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send
+    where
+        A: LedgerAggregate,
+    {
+        (**self).execute::<A>(id, command, metadata, snapshot)
+    }
+
+    fn load<A>(
+        &self,
+        id: &str,
+        snapshot: bool,
+    ) -> impl Future<Output = Result<A, HandlerError>> + Send
+    where
+        A: LedgerAggregate,
+    {
+        (**self).load::<A>(id, snapshot)
+    }
+
+    fn read<A, R, F>(
+        &self,
+        id: &str,
+        snapshot: bool,
+        read: F,
+    ) -> impl Future<Output = Result<R, HandlerError>> + Send
+    where
+        A: LedgerAggregate,
+        R: Send,
+        F: FnOnce(&A) -> R + Send,
+    {
+        (**self).read::<A, R, F>(id, snapshot, read)
+    }
+
+    fn find_event<A, F>(
+        &self,
+        id: &str,
+        pick: F,
+    ) -> impl Future<Output = Result<Option<(EventRef, A::Event)>, HandlerError>> + Send
+    where
+        A: LedgerAggregate,
+        F: Fn(&A::Event) -> bool + Send,
+    {
+        (**self).find_event::<A, F>(id, pick)
+    }
+
+    fn find_caused<A, F>(
+        &self,
+        id: &str,
+        cause: Uuid,
+        pick: F,
+    ) -> impl Future<Output = Result<Option<(EventRef, A::Event)>, HandlerError>> + Send
+    where
+        A: LedgerAggregate,
+        F: Fn(&A::Event) -> bool + Send,
+    {
+        (**self).find_caused::<A, F>(id, cause, pick)
+    }
 }
 
 fn transient(e: StoreError) -> HandlerError {
@@ -150,6 +239,16 @@ impl Ledger for EventStore {
         EventStore::load::<A>(self, id, snapshot.then_some(SNAPSHOT_EVERY))
             .await
             .map_err(handler_error)
+    }
+
+    async fn read<A, R, F>(&self, id: &str, snapshot: bool, read: F) -> Result<R, HandlerError>
+    where
+        A: LedgerAggregate,
+        R: Send,
+        F: FnOnce(&A) -> R + Send,
+    {
+        let state: A = Ledger::load(self, id, snapshot).await?;
+        Ok(read(&state))
     }
 
     async fn find_event<A, F>(

@@ -28,7 +28,8 @@ use jarvis_domain::trading::order::{Order, OrderCommand, OrderEvent, OrderStatus
 use jarvis_domain::trading::paper::{PaperCommand, PaperConfig, PaperVenue};
 use jarvis_domain::trading::portfolio::{Portfolio, PortfolioCommand};
 use jarvis_domain::trading::risk::{
-    ProposalToAssess, QuoteCheck, RiskBook, RiskCommand, RiskEvent, RiskLimits, RiskView,
+    PendingOrder, ProposalToAssess, QuoteCheck, RiskBook, RiskCommand, RiskEvent, RiskLimits,
+    RiskView,
 };
 use jarvis_domain::trading::{OrderId, PricePoint, Side};
 use jarvis_domain::{AnyEvent, Candle, EventMetadata, EventRef, Symbol};
@@ -231,8 +232,17 @@ impl<L: Ledger> TradingPipeline<L> {
         };
         self.run::<PaperVenue>(PAPER_VENUE, matched, &env.caused("execution"), true)
             .await?;
-        let venue: PaperVenue = self.load(PAPER_VENUE, true).await?;
-        for fill in venue.fills_at(&candle.symbol, candle.open_time) {
+        let fills = self
+            .ledger
+            .read::<PaperVenue, _, _>(PAPER_VENUE, true, |venue| {
+                venue
+                    .fills_at(&candle.symbol, candle.open_time)
+                    .into_iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+        for fill in fills {
             let order: Order = self.load(&fill.order_id.to_string(), false).await?;
             // A failed order takes no more fills. A fill the order already has (a redelivered candle) is
             // not recorded again, but still goes to the portfolio, which applies each fill once.
@@ -336,36 +346,63 @@ impl<L: Ledger> TradingPipeline<L> {
             .await
     }
 
-    /// The candles of the symbol the strategy may look at, up to this one, oldest first: at least as many
-    /// as it asks for (it reads whole days of the feed).
+    /// The candles of the symbol the strategy may look at, up to this one, oldest first: the last
+    /// `history_len` of them (fewer at the start of the data, or across a gap longer than that).
     async fn history(&self, candle: &Candle) -> Result<Vec<Candle>, HandlerError> {
+        let wanted = self.strategy.history_len().max(1);
         let interval = (candle.close_time - candle.open_time).num_seconds().max(1);
-        let wanted = self.strategy.history_len() as i64 * interval;
-        let days = wanted / 86_400 + 1;
-        let mut history = Vec::new();
-        for back in (0..=days).rev() {
+        let days = wanted as i64 * interval / 86_400 + 1;
+        let mut history: Vec<Candle> = Vec::with_capacity(wanted);
+        // Newest day first, each day's candles newest first; reversed at the end.
+        for back in 0..=days {
             let id = MarketFeedId {
                 symbol: candle.symbol.clone(),
                 day: candle.open_time.date_naive() - Duration::days(back),
             };
-            let feed: MarketFeed = self.load(&id.to_string(), false).await?;
-            history.extend(
-                feed.candles()
-                    .filter(|c| c.open_time <= candle.open_time)
-                    .cloned(),
-            );
+            let need = wanted - history.len();
+            let newest_first: Vec<Candle> = self
+                .ledger
+                .read::<MarketFeed, _, _>(&id.to_string(), false, |feed| {
+                    feed.candles()
+                        .rev()
+                        .filter(|c| c.open_time <= candle.open_time)
+                        .take(need)
+                        .cloned()
+                        .collect()
+                })
+                .await?;
+            history.extend(newest_first);
+            if history.len() >= wanted {
+                break;
+            }
         }
+        history.reverse();
         Ok(history)
     }
 
     /// Steps 3 to 5: proposals, their risk verdicts, and the submission of approved orders.
     async fn decide(&self, env: &EventRef, candle: &Candle) -> Result<(), HandlerError> {
-        let venue: PaperVenue = self.load(PAPER_VENUE, true).await?;
-        if venue.open_orders().any(|o| o.symbol == candle.symbol) {
+        // What open orders at the venue have spoken for: risk counts their cash and exposure.
+        let pending: Vec<PendingOrder> = self
+            .ledger
+            .read::<PaperVenue, _, _>(PAPER_VENUE, true, |venue| {
+                venue
+                    .open_orders()
+                    .map(|o| PendingOrder {
+                        symbol: o.symbol.clone(),
+                        side: o.side,
+                        quantity: o.remaining,
+                    })
+                    .collect()
+            })
+            .await?;
+        if pending.iter().any(|o| o.symbol == candle.symbol) {
             return Ok(());
         }
-        let portfolio: Portfolio = self.load(PORTFOLIO, true).await?;
-        let view = portfolio.view();
+        let view = self
+            .ledger
+            .read::<Portfolio, _, _>(PORTFOLIO, true, Portfolio::view)
+            .await?;
         // The pipeline's clock: the latest close it has seen, of any symbol (the portfolio's marks, so it is
         // persisted and the same after a restart). A candle that arrives late, or a file of older history
         // ingested after newer, is decided at this time, so the risk book sees its price as stale.
@@ -439,11 +476,13 @@ impl<L: Ledger> TradingPipeline<L> {
                     equity: view.equity,
                     high_water_mark: view.high_water_mark,
                     day_start_equity: view.day_start_equity,
+                    pending: pending.clone(),
                 },
                 // The paper venue's quote: its slippage, and as the price impact the order's share of the
                 // candle's volume in basis points (what the venue's volume cap prices in).
                 quote: Some(QuoteCheck {
                     slippage_bps: self.settings.paper.slippage_bps,
+                    fee_bps: self.settings.paper.fee_bps,
                     price_impact_bps: proposal
                         .quantity
                         .checked_div(candle.volume)
@@ -510,8 +549,11 @@ impl<L: Ledger> TradingPipeline<L> {
             }
             // Still not halted? Inside the gate this is exact: a halt since the assessment (possible when
             // this candle is a redelivery) keeps the approved order from ever being submitted.
-            let book: RiskBook = self.load(crate::risk::RISK_BOOK, true).await?;
-            if let Some(halt) = book.halt() {
+            let halt = self
+                .ledger
+                .read::<RiskBook, _, _>(crate::risk::RISK_BOOK, true, |book| book.halt().cloned())
+                .await?;
+            if let Some(halt) = halt {
                 tracing::info!(order = %order_id, reason = %halt.reason, "approved before a halt: not submitted");
                 continue;
             }

@@ -69,6 +69,11 @@ impl MemoryLedger {
         *self.observer.lock().expect("observer lock") = Some(observer);
     }
 
+    /// Stops calling the observer (and drops it).
+    pub fn stop_observing(&self) {
+        *self.observer.lock().expect("observer lock") = None;
+    }
+
     /// How many events were written.
     pub fn events_written(&self) -> u64 {
         self.inner.lock().expect("ledger lock").events
@@ -235,6 +240,18 @@ impl Ledger for MemoryLedger {
         A: LedgerAggregate,
     {
         Ok(self.with::<A, _>(id, |state| state.cloned().unwrap_or_default()))
+    }
+
+    async fn read<A, R, F>(&self, id: &str, _snapshot: bool, read: F) -> Result<R, HandlerError>
+    where
+        A: LedgerAggregate,
+        R: Send,
+        F: FnOnce(&A) -> R + Send,
+    {
+        Ok(self.with::<A, _>(id, |state| match state {
+            Some(state) => read(state),
+            None => read(&A::default()),
+        }))
     }
 
     async fn find_event<A, F>(

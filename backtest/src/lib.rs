@@ -88,17 +88,41 @@ impl Backtest {
         strategy: Box<dyn Strategy>,
         sinks: Sinks,
     ) -> Result<Outcome, BacktestError> {
+        let ledger = MemoryLedger::new(self.seed);
+        self.run_on_with(&ledger, data, strategy, sinks).await
+    }
+
+    /// Runs the default strategy on `ledger` (fresh: a used ledger holds another run's books), which the
+    /// caller can inspect afterwards.
+    ///
+    /// # Errors
+    /// [`BacktestError`].
+    pub async fn run_on(
+        &self,
+        ledger: &MemoryLedger,
+        data: &Data,
+        sinks: Sinks,
+    ) -> Result<Outcome, BacktestError> {
+        let strategy = self.settings.strategy.build();
+        self.run_on_with(ledger, data, strategy, sinks).await
+    }
+
+    async fn run_on_with(
+        &self,
+        ledger: &MemoryLedger,
+        data: &Data,
+        strategy: Box<dyn Strategy>,
+        sinks: Sinks,
+    ) -> Result<Outcome, BacktestError> {
         let name = strategy.name().to_string();
         let interval = data.longest_interval();
         let history_days = strategy.history_len() as i64 * interval / 86_400 + 2;
-        let ledger = MemoryLedger::new(self.seed);
         let accumulator = Arc::new(Mutex::new(Accumulator::new(sinks)));
         let observed = Arc::clone(&accumulator);
         ledger.observe(Box::new(move |_, _, _, event| {
             observed.lock().expect("report lock").observe(event);
         }));
         let pipeline = TradingPipeline::with_strategy(ledger, self.settings.clone(), strategy);
-        let ledger = pipeline.ledger();
         let story = ledger.next_ref(None);
         let mut day = None;
         for candle in &data.candles {
@@ -146,6 +170,7 @@ impl Backtest {
         }
         let events = ledger.events_written();
         drop(pipeline);
+        ledger.stop_observing();
         let accumulator = Arc::try_unwrap(accumulator)
             .map_err(|_| std::io::Error::other("the report is still shared"))?
             .into_inner()

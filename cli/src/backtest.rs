@@ -184,9 +184,8 @@ fn csv_sink(path: Option<&Path>) -> anyhow::Result<Option<Box<dyn std::io::Write
     let Some(path) = path else {
         return Ok(None);
     };
-    let file = std::fs::File::create(path).map_err(|e| {
-        bad_input(format!("{}: cannot create: {e}", path.display()))
-    })?;
+    let file = std::fs::File::create(path)
+        .map_err(|e| bad_input(format!("{}: cannot create: {e}", path.display())))?;
     Ok(Some(Box::new(std::io::BufWriter::new(file))))
 }
 
@@ -413,6 +412,86 @@ async fn record(
     };
     match recorded.await {
         Ok(()) => eprintln!("recorded as backtest run {run_id}"),
-        Err(e) => eprintln!("warning: the run was not recorded in the store ({e:#}); pass --no-record to skip"),
+        Err(e) => eprintln!(
+            "warning: the run was not recorded in the store ({e:#}); pass --no-record to skip"
+        ),
     }
+}
+
+/// The files `jarvis bench backtest` replays by default.
+const BENCH_FILES: [&str; 3] = [
+    "data/binance_btcusdt_1h.csv",
+    "data/binance_ethusdt_1h.csv",
+    "data/binance_solusdt_1h.csv",
+];
+
+/// `jarvis bench backtest`: the pipeline in memory, repeated over the data until `min_events`, beside a
+/// raw loop over the same candles (two EMAs and a cross signal per candle, nothing stored).
+///
+/// # Errors
+/// Unreadable files; a run that stops.
+pub async fn bench(
+    config: &Config,
+    files: &[PathBuf],
+    min_events: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let files: Vec<PathBuf> = if files.is_empty() {
+        BENCH_FILES.iter().map(PathBuf::from).collect()
+    } else {
+        files.to_vec()
+    };
+    let data = read_files(&files, Range::default(), false).map_err(bad_input)?;
+    let backtest = Backtest {
+        settings: config.trading_settings(),
+        seed: 0,
+    };
+    // Raw baseline: the cheapest event loop over the same candles.
+    let started = Instant::now();
+    let mut raw_events = 0u64;
+    let mut crosses = 0u64;
+    while raw_events < min_events {
+        let mut emas: BTreeMap<&str, (f64, f64, bool)> = BTreeMap::new();
+        for c in &data.candles {
+            let close = c.close.to_f64().unwrap_or(0.0);
+            let e = emas
+                .entry(c.symbol.as_str())
+                .or_insert((close, close, false));
+            e.0 += (close - e.0) * 2.0 / 13.0;
+            e.1 += (close - e.1) * 2.0 / 27.0;
+            let above = e.0 > e.1;
+            if above != e.2 {
+                crosses += 1;
+            }
+            e.2 = above;
+            raw_events += 1;
+        }
+    }
+    let raw_secs = started.elapsed().as_secs_f64();
+    std::hint::black_box(crosses);
+    let started = Instant::now();
+    let mut events = 0u64;
+    let mut runs = 0u64;
+    let mut trades = 0;
+    while events < min_events {
+        let outcome = backtest.run(&data, Sinks::default()).await?;
+        events += outcome.report.events;
+        trades = outcome.report.trades;
+        runs += 1;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let per_sec = events as f64 / secs;
+    let baseline = raw_events as f64 / raw_secs;
+    Ok(serde_json::json!({
+        "bench": "backtest",
+        "candles": data.candles.len(),
+        "runs": runs,
+        "events": events,
+        "trades_per_run": trades,
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "events_per_sec": per_sec.round(),
+        "candles_per_sec": (data.candles.len() as f64 * runs as f64 / secs).round(),
+        "baseline_events_per_sec": baseline.round(),
+        "ratio": ((per_sec / baseline) * 10_000.0).round() / 10_000.0,
+        "baseline": "raw loop over the same candles: two EMAs and a cross signal each, nothing stored",
+    }))
 }

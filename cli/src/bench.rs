@@ -62,6 +62,19 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Backtest: events/s of the in-process pipeline (the default strategy) over candle files, repeated
+    /// until at least `--events` events, beside a raw loop over the same candles (an EMA cross, no ledger).
+    Backtest {
+        /// Candle files (default: the BTC, ETH and SOL hourly files in ./data).
+        #[arg(long = "data", value_name = "FILE")]
+        data: Vec<std::path::PathBuf>,
+        /// Keep replaying until at least this many events.
+        #[arg(long, default_value_t = 5_000_000)]
+        events: u64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Relay: stored events → JetStream, vs raw async-nats windowed publishing of the same messages.
     Relay {
         /// Events relayed.
@@ -78,6 +91,11 @@ pub enum BenchCommand {
 /// # Errors
 /// When the servers are unreachable or the scratch database cannot be created.
 pub async fn run(config: &Config, data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<()> {
+    if let BenchCommand::Backtest { data, events, json } = cmd {
+        let report = crate::backtest::bench(config, &data, events).await?;
+        print_report(&report, json);
+        return Ok(());
+    }
     let endpoints = Endpoints::resolve(config, data_dir);
     let scratch = ScratchDb::create(&endpoints.database_url).await?;
     let result = async {
@@ -101,6 +119,7 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: BenchCommand) -> anyhow:
                 let report = bench_e2e(&store, candles, rate, burst).await?;
                 print_report(&report, json);
             }
+            BenchCommand::Backtest { .. } => unreachable!("run without a database above"),
             BenchCommand::Relay { events, json } => {
                 let report = bench_relay(&store, events).await?;
                 print_report(&report, json);

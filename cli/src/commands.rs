@@ -9,7 +9,7 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use clap::Subcommand;
 use futures::StreamExt;
 use jarvis_agents::market::candle_file::read_candle_file;
-use jarvis_agents::market::ingest::{ingest_file, replay_file};
+use jarvis_agents::market::ingest::{ingest_file, replay_files};
 use jarvis_agents::relay::run_relay;
 use jarvis_bus::{
     ensure_streams, run_consumer, ConsumerSettings, Envelope, DLQ_STREAM, EVENTS_STREAM,
@@ -36,7 +36,8 @@ pub enum IngestCommand {
         /// Ingest the good rows of a file that has unparseable rows (default: refuse the file, exit 2).
         #[arg(long)]
         skip_bad: bool,
-        /// Days written at once. Above 1, days of a file may land in the store out of time order.
+        /// Days written at once (one file only). Above 1, days may land in the store out of time order.
+        /// Several files are always merged by time and appended one candle at a time.
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
         /// Feed the candles as if live, one at a time: this much wall time per candle interval
@@ -177,11 +178,13 @@ pub async fn ingest(config: &Config, data_dir: &Path, cmd: IngestCommand) -> any
     store.migrate().await.context("migrating the store")?;
     let metadata = EventMetadata::root("jarvis-ingest");
     let mut refused = 0;
-    for file in &parsed {
-        let report = match replay_speed {
-            Some(per_interval) => replay_file(&store, file, &metadata, per_interval).await?,
-            None => ingest_file(&store, file, &metadata, concurrency).await?,
-        };
+    // One file: appended in day batches (or paced). Several: merged by time, one candle at a time, as a
+    // live feed of those symbols would deliver them.
+    let reports = match (parsed.len(), replay_speed) {
+        (1, None) => vec![ingest_file(&store, &parsed[0], &metadata, concurrency).await?],
+        (_, pace) => replay_files(&store, &parsed, &metadata, pace).await?,
+    };
+    for report in reports {
         refused += report.rejected.len();
         if json {
             println!("{}", serde_json::to_string(&report)?);

@@ -31,10 +31,11 @@ pub enum DomainError {
 
 /// A trading pair such as `SOL/USDT`: upper-case ASCII letters and digits, one `/`.
 ///
-/// The text is safe as a NATS subject token (no `.`, `*`, `>` or white space).
+/// The text is safe as a NATS subject token (no `.`, `*`, `>` or white space). Shared, not copied: every
+/// candle, price and order carries one, and a clone is a reference count.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Symbol(String);
+pub struct Symbol(std::sync::Arc<str>);
 
 impl JsonSchema for Symbol {
     fn schema_name() -> std::borrow::Cow<'static, str> {
@@ -72,7 +73,7 @@ impl Symbol {
                 return Err(bad("only letters and digits are allowed on each side"));
             }
         }
-        Ok(Self(upper))
+        Ok(Self(upper.into()))
     }
 
     /// The symbol as text, e.g. `SOL/USDT`.
@@ -96,7 +97,7 @@ impl TryFrom<String> for Symbol {
 
 impl From<Symbol> for String {
     fn from(value: Symbol) -> Self {
-        value.0
+        value.0.to_string()
     }
 }
 

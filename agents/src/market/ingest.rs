@@ -149,19 +149,61 @@ pub async fn replay_file(
     metadata: &EventMetadata,
     per_interval: std::time::Duration,
 ) -> Result<IngestReport, IngestError> {
-    let committed = Committed::default();
-    let cqrs = store
-        .cqrs::<MarketFeed>(())
-        .append_query(Box::new(committed.clone()));
-    let name = file_name(file);
-    let interval = file.interval.duration();
+    let mut reports = replay_files(
+        store,
+        std::slice::from_ref(file),
+        metadata,
+        Some(per_interval),
+    )
+    .await?;
+    Ok(reports.remove(0))
+}
+
+/// Appends the candles of several files merged by time (close time, then symbol), one at a time, the
+/// order a live feed of those symbols delivers them in: the pipeline's clock is the latest close it has
+/// seen, so appending one whole file after another would make the second file's history stale. With
+/// `per_interval`, paced as [`replay_file`] (by the shortest interval of the files); without, at full
+/// speed.
+///
+/// # Errors
+/// [`IngestError`] when the store fails; what was appended stays, and a new run appends only the rest.
+pub async fn replay_files(
+    store: &EventStore,
+    files: &[CandleFile],
+    metadata: &EventMetadata,
+    per_interval: Option<std::time::Duration>,
+) -> Result<Vec<IngestReport>, IngestError> {
+    let committed: Vec<Committed> = files.iter().map(|_| Committed::default()).collect();
+    let cqrs: Vec<_> = committed
+        .iter()
+        .map(|c| {
+            store
+                .cqrs::<MarketFeed>(())
+                .append_query(Box::new(c.clone()))
+        })
+        .collect();
+    let names: Vec<String> = files.iter().map(file_name).collect();
+    let mut merged: Vec<(usize, &ParsedCandle)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| f.candles.iter().map(move |p| (i, p)))
+        .collect();
+    merged.sort_by(|(_, a), (_, b)| {
+        (a.candle.close_time, a.candle.symbol.as_str())
+            .cmp(&(b.candle.close_time, b.candle.symbol.as_str()))
+    });
+    let interval = files
+        .iter()
+        .map(|f| f.interval.duration().num_seconds().max(1))
+        .min()
+        .unwrap_or(3600);
     let started = tokio::time::Instant::now();
-    let first = file.candles.first().map(|p| p.candle.open_time);
-    let mut rejected = Vec::new();
-    for parsed in &file.candles {
-        if let Some(first) = first {
-            let intervals = (parsed.candle.open_time - first).num_seconds() as f64
-                / interval.num_seconds().max(1) as f64;
+    let first = merged.first().map(|(_, p)| p.candle.open_time);
+    let mut rejected: Vec<Vec<String>> = files.iter().map(|_| Vec::new()).collect();
+    for (i, parsed) in merged {
+        if let (Some(first), Some(per_interval)) = (first, per_interval) {
+            let intervals =
+                (parsed.candle.open_time - first).num_seconds() as f64 / interval as f64;
             tokio::time::sleep_until(started + per_interval.mul_f64(intervals)).await;
         }
         let feed = MarketFeedId::of(&parsed.candle).to_string();
@@ -169,10 +211,10 @@ pub async fn replay_file(
             feed: feed.clone(),
             candle: parsed.candle.clone(),
         };
-        match execute_with_retry(&cqrs, &feed, one, metadata, MAX_RETRIES).await {
+        match execute_with_retry(&cqrs[i], &feed, one, metadata, MAX_RETRIES).await {
             Ok(_) => {}
             Err(AggregateError::UserError(e)) => {
-                rejected.push(format!("{name}:{}: {e}", parsed.line))
+                rejected[i].push(format!("{}:{}: {e}", names[i], parsed.line))
             }
             Err(e) => {
                 return Err(IngestError {
@@ -182,12 +224,15 @@ pub async fn replay_file(
             }
         }
     }
-    Ok(report(
-        file,
-        name,
-        committed.0.load(Ordering::Relaxed),
-        rejected,
-    ))
+    Ok(files
+        .iter()
+        .zip(names)
+        .zip(rejected)
+        .zip(&committed)
+        .map(|(((file, name), rejected), committed)| {
+            report(file, name, committed.0.load(Ordering::Relaxed), rejected)
+        })
+        .collect())
 }
 
 fn report(file: &CandleFile, name: String, appended: usize, rejected: Vec<String>) -> IngestReport {

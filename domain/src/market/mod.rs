@@ -40,8 +40,32 @@ impl MarketFeedId {
 
 impl fmt::Display for MarketFeedId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.symbol, self.day.format("%Y-%m-%d"))
+        // By hand: chrono's `format` parses its pattern on every call, and every candle names its feed.
+        use chrono::Datelike;
+        write!(
+            f,
+            "{}@{:04}-{:02}-{:02}",
+            self.symbol,
+            self.day.year(),
+            self.day.month(),
+            self.day.day()
+        )
     }
+}
+
+/// `YYYY-MM-DD`, strictly.
+fn parse_day(day: &str) -> Option<NaiveDate> {
+    let b = day.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        b.get(r.clone())?
+            .iter()
+            .all(u8::is_ascii_digit)
+            .then(|| day[r].parse().ok())?
+    };
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)
 }
 
 impl std::str::FromStr for MarketFeedId {
@@ -52,8 +76,9 @@ impl std::str::FromStr for MarketFeedId {
             .ok_or_else(|| format!("market feed id {s:?} is not SYMBOL@YYYY-MM-DD"))?;
         Ok(Self {
             symbol: Symbol::new_checked(symbol).map_err(|e| e.to_string())?,
-            day: NaiveDate::parse_from_str(day, "%Y-%m-%d")
-                .map_err(|e| format!("market feed id {s:?}: day {day:?}: {e}"))?,
+            day: parse_day(day).ok_or_else(|| {
+                format!("market feed id {s:?}: day {day:?} is not a YYYY-MM-DD date")
+            })?,
         })
     }
 }
@@ -147,7 +172,7 @@ impl MarketFeed {
     }
 
     /// The candles recorded, oldest first.
-    pub fn candles(&self) -> impl Iterator<Item = &Candle> {
+    pub fn candles(&self) -> impl DoubleEndedIterator<Item = &Candle> {
         self.candles.values()
     }
 

@@ -158,6 +158,20 @@ pub struct RiskView {
     pub high_water_mark: Decimal,
     /// Equity at the start of the current UTC day.
     pub day_start_equity: Decimal,
+    /// Orders still open at the venue: their cash and exposure are spoken for.
+    #[serde(default)]
+    pub pending: Vec<PendingOrder>,
+}
+
+/// What is still open of an order at the venue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PendingOrder {
+    /// The pair.
+    pub symbol: Symbol,
+    /// Buy or sell.
+    pub side: Side,
+    /// Base units not yet filled.
+    pub quantity: Decimal,
 }
 
 /// The proposal to assess (from the `Order` aggregate's `TradeProposed`).
@@ -184,6 +198,9 @@ pub struct QuoteCheck {
     pub slippage_bps: Decimal,
     /// Expected price impact, in basis points.
     pub price_impact_bps: Decimal,
+    /// The venue's fee, in basis points of the notional.
+    #[serde(default)]
+    pub fee_bps: Decimal,
 }
 
 /// Commands the risk book accepts.
@@ -721,9 +738,41 @@ impl RiskBook {
             ));
         }
         let held = view.positions.get(sym).copied().unwrap_or_default();
+        // Open orders at the venue: a pending buy has spoken for its cash and adds to its position; a
+        // pending sell has spoken for what it sells.
+        let mut pending_buys: BTreeMap<&Symbol, Decimal> = BTreeMap::new();
+        let mut pending_sell = Decimal::ZERO;
+        for o in &view.pending {
+            positive("pending.quantity", o.quantity)?;
+            match o.side {
+                Side::Buy => {
+                    let q = pending_buys.entry(&o.symbol).or_default();
+                    *q = add("pending buys", *q, o.quantity)?;
+                }
+                Side::Sell if o.symbol == *sym => {
+                    pending_sell = add("pending sells", pending_sell, o.quantity)?;
+                }
+                Side::Sell => {}
+            }
+        }
+        let mut pending_cash = Decimal::ZERO;
+        for (s, q) in &pending_buys {
+            let mark = match view.prices.get(*s) {
+                Some(point) => point.price,
+                None if *s == sym => price,
+                None => {
+                    return Err(RiskError::MissingPrice {
+                        symbol: (*s).clone(),
+                        quantity: *q,
+                    })
+                }
+            };
+            pending_cash = add("pending buys", pending_cash, mul("pending buys", *q, mark)?)?;
+        }
         match p.side {
             Side::Buy => {
-                let after = add("position", held, p.quantity)?;
+                let pending_same = pending_buys.get(sym).copied().unwrap_or_default();
+                let after = add("position", add("position", held, pending_same)?, p.quantity)?;
                 let value = mul("position value", after, price)?.normalize();
                 if value > l.max_position_per_token {
                     let detail = format!(
@@ -738,10 +787,15 @@ impl RiskBook {
                     ));
                 }
                 let mut held_symbols: BTreeSet<&Symbol> = view.positions.keys().collect();
+                held_symbols.extend(pending_buys.keys().copied());
                 held_symbols.insert(sym);
                 let mut gross = Decimal::ZERO;
                 for s in held_symbols {
-                    let mut qty = view.positions.get(s).copied().unwrap_or_default();
+                    let mut qty = add(
+                        "gross exposure",
+                        view.positions.get(s).copied().unwrap_or_default(),
+                        pending_buys.get(s).copied().unwrap_or_default(),
+                    )?;
                     if s == sym {
                         qty = after;
                     }
@@ -776,10 +830,21 @@ impl RiskBook {
                         detail,
                     ));
                 }
-                let cash_after = sub("cash", view.cash, notional)?;
+                // What the buy can cost at worst: its notional with the quote's slippage and the fee.
+                let cost = match quote {
+                    Some(q) => {
+                        let bps = add("cost", q.slippage_bps, q.fee_bps)?;
+                        let extra = mul("cost", notional, bps)?
+                            .checked_div(Decimal::from(10_000))
+                            .unwrap_or_default();
+                        add("cost", notional, extra)?.normalize()
+                    }
+                    None => notional,
+                };
+                let cash_after = sub("cash", sub("cash", view.cash, pending_cash)?, cost)?;
                 if cash_after < l.min_cash_reserve {
                     let detail = format!(
-                        "cash after the buy {} − {notional} = {cash_after} is below the reserve {}",
+                        "cash after the buy {} − {pending_cash} pending − {cost} (notional {notional} with slippage and fee) = {cash_after} is below the reserve {}",
                         view.cash, l.min_cash_reserve
                     );
                     v.push(broke(
@@ -791,14 +856,15 @@ impl RiskBook {
                 }
             }
             Side::Sell => {
-                if p.quantity > held {
+                let available = sub("position", held, pending_sell)?;
+                if p.quantity > available {
                     let detail = format!(
-                        "sell of {} {sym} is above the held {held} (no shorting)",
+                        "sell of {} {sym} is above the held {held} less {pending_sell} already being sold (no shorting)",
                         p.quantity
                     );
                     v.push(broke(
                         RiskRule::InsufficientPosition,
-                        Some(held),
+                        Some(available),
                         Some(p.quantity),
                         detail,
                     ));
@@ -1049,6 +1115,7 @@ mod tests {
             equity: d("10000"),
             high_water_mark: d("10000"),
             day_start_equity: d("10000"),
+            pending: vec![],
         }
     }
 
@@ -1417,6 +1484,68 @@ mod tests {
     }
 
     #[test]
+    fn the_reserve_counts_pending_buys_slippage_and_fee() {
+        let pending = |qty: &str| PendingOrder {
+            symbol: sym("BTC/USDT"),
+            side: Side::Buy,
+            quantity: d(qty),
+        };
+        // 2,000 cash − 10 pending × 100 − 5 × 100 = 500: above the reserve of 100.
+        let with_pending = |cash: &str, qty: &str| RiskView {
+            cash: d(cash),
+            pending: vec![pending(qty)],
+            ..view()
+        };
+        assert!(violations(vec![], assess(buy("5"), with_pending("2000", "10"))).is_empty());
+        // 1,599 − 1,000 pending − 500 = 99: below.
+        only(
+            violations(vec![], assess(buy("5"), with_pending("1599", "10"))),
+            RiskRule::MinCashReserve,
+            "100",
+            "99",
+        );
+        // With a quote: 500 notional costs 500 × (1 + (50 + 10) / 10,000) = 503.
+        let quoted = |cash: &str| RiskCommand::Assess {
+            proposal: buy("5"),
+            view: RiskView {
+                cash: d(cash),
+                ..view()
+            },
+            quote: Some(QuoteCheck {
+                slippage_bps: d("50"),
+                price_impact_bps: d("0"),
+                fee_bps: d("10"),
+            }),
+        };
+        assert!(violations(vec![], quoted("603")).is_empty());
+        only(
+            violations(vec![], quoted("602")),
+            RiskRule::MinCashReserve,
+            "100",
+            "99",
+        );
+    }
+
+    #[test]
+    fn a_pending_sell_is_not_sold_twice() {
+        let view = RiskView {
+            pending: vec![PendingOrder {
+                symbol: sym("BTC/USDT"),
+                side: Side::Sell,
+                quantity: d("3"),
+            }],
+            ..holding("5")
+        };
+        assert!(violations(vec![], assess(sell("2"), view.clone())).is_empty());
+        only(
+            violations(vec![], assess(sell("2.5"), view)),
+            RiskRule::InsufficientPosition,
+            "2",
+            "2.5",
+        );
+    }
+
+    #[test]
     fn insufficient_position_on_sells() {
         assert!(violations(vec![], assess(sell("5"), holding("5"))).is_empty());
         only(
@@ -1481,6 +1610,7 @@ mod tests {
             quote: Some(QuoteCheck {
                 slippage_bps: d(slippage),
                 price_impact_bps: d(impact),
+                fee_bps: d("0"),
             }),
         };
         assert!(violations(vec![], quoted("100", "200")).is_empty());
