@@ -11,7 +11,9 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::chat::{Conversation, ConversationEvent};
 use crate::market::{MarketFeed, MarketFeedEvent};
+use crate::memory::{UserMemory, UserMemoryEvent};
 use crate::trading::order::{Order, OrderEvent};
 use crate::trading::paper::{PaperEvent, PaperVenue};
 use crate::trading::portfolio::{Portfolio, PortfolioEvent};
@@ -49,7 +51,9 @@ event_types!(
     OrderEvent,
     PortfolioEvent,
     RiskEvent,
-    PaperEvent
+    PaperEvent,
+    ConversationEvent,
+    UserMemoryEvent
 );
 
 /// The bounded context of a stored aggregate type, if Jarvis knows it.
@@ -60,6 +64,8 @@ pub fn context_of(aggregate_type: &str) -> Option<&'static str> {
         Portfolio::TYPE => Some(Portfolio::CONTEXT),
         RiskBook::TYPE => Some(RiskBook::CONTEXT),
         PaperVenue::TYPE => Some(PaperVenue::CONTEXT),
+        Conversation::TYPE => Some(Conversation::CONTEXT),
+        UserMemory::TYPE => Some(UserMemory::CONTEXT),
         _ => None,
     }
 }
@@ -259,6 +265,10 @@ pub enum AnyEvent {
     Risk(RiskEvent),
     /// An event of the `PaperVenue` (context `execution`).
     Execution(PaperEvent),
+    /// An event of a `Conversation` (context `chat`).
+    Chat(ConversationEvent),
+    /// An event of a `UserMemory` (context `memory`).
+    Memory(UserMemoryEvent),
 }
 
 /// Decodes the body of `event_type` at `version` as an event of the enum `E`.
@@ -316,6 +326,8 @@ impl AnyEvent {
             PaperVenue::CONTEXT => {
                 decode_as(ce_type, event_type, version, data).map(Self::Execution)
             }
+            Conversation::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Chat),
+            UserMemory::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Memory),
             _ => Err(DecodeError::UnknownType(ce_type.to_string())),
         }
     }
@@ -328,6 +340,8 @@ impl AnyEvent {
             Self::Portfolio(e) => e.event_type(),
             Self::Risk(e) => e.event_type(),
             Self::Execution(e) => e.event_type(),
+            Self::Chat(e) => e.event_type(),
+            Self::Memory(e) => e.event_type(),
         }
     }
 }
@@ -401,6 +415,8 @@ mod tests {
             ("Portfolio", "portfolio"),
             ("RiskBook", "risk"),
             ("PaperVenue", "execution"),
+            ("Conversation", "chat"),
+            ("UserMemory", "memory"),
         ] {
             assert_eq!(context_of(aggregate), Some(context));
         }
