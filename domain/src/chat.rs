@@ -313,7 +313,10 @@ impl Conversation {
                         offered: summary(&m),
                     });
                 }
-                if self.forgotten_up_to.is_some_and(|up_to| m.message_id <= up_to) {
+                if self
+                    .forgotten_up_to
+                    .is_some_and(|up_to| m.message_id <= up_to)
+                {
                     return Ok(vec![]);
                 }
                 Ok(vec![ConversationEvent::ChatMessageReceived(m)])
@@ -484,9 +487,7 @@ mod tests {
         Given::with(())
             .given(vec![received(message(1, "hello"))])
             .when(ConversationCommand::Receive(other))
-            .then_expect_error_message(
-                "message for chat 43 sent to the conversation of chat 42",
-            );
+            .then_expect_error_message("message for chat 43 sent to the conversation of chat 42");
     }
 
     #[test]
@@ -501,6 +502,28 @@ mod tests {
         assert_eq!(c.trust_of(7), Some(Trust::Owner));
         assert_eq!(c.trust_of(8), Some(Trust::Public));
         assert!(Trust::Owner.is_trusted() && !Trust::Public.is_trusted());
+    }
+
+    #[test]
+    fn every_event_and_command_survives_serde() {
+        let events = vec![
+            received(message(1, "hello")),
+            ConversationEvent::ChatReplySent(reply(None, "alert")),
+        ];
+        for e in events {
+            let back: ConversationEvent =
+                serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+            assert_eq!(back, e);
+        }
+        let c = ConversationCommand::RecordReply(reply(Some(1), "hi"));
+        let back: ConversationCommand =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        let mut state = Conversation::default();
+        state.apply(received(message(1, "hello")));
+        let back: Conversation =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        assert_eq!(back, state);
     }
 
     #[test]

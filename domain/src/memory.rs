@@ -432,10 +432,31 @@ mod tests {
             .given(vec![stored(1, "a")])
             .when(UserMemoryCommand::Store(conflicting))
             .inspect_result();
-        assert!(matches!(
-            result,
-            Err(MemoryError::ConflictingMemory { .. })
-        ));
+        assert!(matches!(result, Err(MemoryError::ConflictingMemory { .. })));
+    }
+
+    #[test]
+    fn every_event_and_command_survives_serde() {
+        for e in [
+            stored(1, "a"),
+            forgotten(None),
+            forgotten(Some(Uuid::from_u128(3))),
+        ] {
+            let back: UserMemoryEvent =
+                serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+            assert_eq!(back, e);
+        }
+        for c in [forget(None), UserMemoryCommand::Store(memory(1, "a"))] {
+            let back: UserMemoryCommand =
+                serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back, c);
+        }
+        let mut state = UserMemory::default();
+        state.apply(stored(1, "a"));
+        state.apply(forgotten(None));
+        let back: UserMemory =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        assert_eq!(back, state);
     }
 
     #[test]
@@ -449,6 +470,9 @@ mod tests {
         assert_eq!(m.live(), 1);
         assert!(m.is_forgotten(&id) && m.is_known());
         assert_eq!(user_memory_id(7), "user:7");
-        assert_ne!(memory_id_for(Uuid::from_u128(1)), memory_id_for(Uuid::from_u128(2)));
+        assert_ne!(
+            memory_id_for(Uuid::from_u128(1)),
+            memory_id_for(Uuid::from_u128(2))
+        );
     }
 }

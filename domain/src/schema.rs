@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 
 use crate::chat::{Conversation, ConversationEvent};
 use crate::event::{EventTypes, JarvisAggregate};
-use crate::memory::{UserMemory, UserMemoryEvent};
 use crate::market::{MarketFeed, MarketFeedEvent};
+use crate::memory::{UserMemory, UserMemoryEvent};
 use crate::trading::order::{Order, OrderEvent};
 use crate::trading::paper::{PaperEvent, PaperVenue};
 use crate::trading::portfolio::{Portfolio, PortfolioEvent};

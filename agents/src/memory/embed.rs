@@ -235,7 +235,10 @@ impl Embedder for OpenAiEmbedder {
         let dims = parsed.data[0].embedding.len();
         for (i, d) in parsed.data.iter().enumerate() {
             if d.index != i {
-                return Err(EmbedError::Malformed(format!("indexes are not 0..{}", texts.len())));
+                return Err(EmbedError::Malformed(format!(
+                    "indexes are not 0..{}",
+                    texts.len()
+                )));
             }
             if d.embedding.is_empty() || d.embedding.len() != dims {
                 return Err(EmbedError::Malformed(format!(
@@ -244,7 +247,9 @@ impl Embedder for OpenAiEmbedder {
                 )));
             }
             if d.embedding.iter().any(|x| !x.is_finite()) {
-                return Err(EmbedError::Malformed(format!("embedding {i} is not finite")));
+                return Err(EmbedError::Malformed(format!(
+                    "embedding {i} is not finite"
+                )));
             }
         }
         Ok(parsed
@@ -292,7 +297,10 @@ mod tests {
         let e = OpenAiEmbedder::new(&config(fake.base_url(), "sk-wrong-and-secret")).unwrap();
         let err = e.embed(&["x".to_string()]).await.unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, EmbedError::Status { status: 401, .. }), "{text}");
+        assert!(
+            matches!(err, EmbedError::Status { status: 401, .. }),
+            "{text}"
+        );
         // The fake echoes the key it was given, as some providers do.
         assert!(!text.contains("sk-wrong-and-secret"), "{text}");
         assert!(!format!("{e:?}").contains("secret"));
@@ -312,6 +320,9 @@ mod tests {
         c.base_url = "http://x/v1".into();
         assert!(c.validate().is_ok());
         c.batch = 0;
-        assert!(c.validate().unwrap_err().contains("memory.embeddings.batch = 0"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("memory.embeddings.batch = 0"));
     }
 }

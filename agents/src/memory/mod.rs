@@ -108,7 +108,8 @@ pub async fn run(
             }
         });
     }
-    let projector = MemoryProjector::new(store.clone(), embedder.as_ref().map(|e| e.model().into()));
+    let projector =
+        MemoryProjector::new(store.clone(), embedder.as_ref().map(|e| e.model().into()));
     {
         let (projector, stopped) = (projector.clone(), until());
         tasks.spawn(async move { projector.run(stopped).await });

@@ -266,7 +266,9 @@ impl MemoryProjector {
             .execute(&mut *tx)
             .await?;
         // DELETE rather than TRUNCATE: readers keep the old rows, not a lock wait, until the commit.
-        sqlx::query("DELETE FROM memories").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM memories")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM memory_users")
             .execute(&mut *tx)
             .await?;

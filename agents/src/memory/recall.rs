@@ -120,6 +120,22 @@ fn validate(r: &RecallRequest) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// The web-search query for `query`: a query without operators (a plain question) matches memories that share
+/// any word with it, so its words are joined with `or`; one with operators (`"phrase"`, `-word`, `or`) is
+/// taken as written.
+pub fn search_terms(query: &str) -> String {
+    let words: Vec<&str> = query.split_whitespace().collect();
+    let has_operators = query.contains('"')
+        || words
+            .iter()
+            .any(|w| w.starts_with('-') || w.eq_ignore_ascii_case("or"));
+    if has_operators {
+        query.to_string()
+    } else {
+        words.join(" or ")
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::internal(e.to_string())
 }
@@ -154,8 +170,8 @@ SELECT memory_id, text, trust, source_event, source_type, at,
 
 /// Recalls `request.user_id`'s memories for `request.query`.
 ///
-/// Ranking: full-text search (`websearch_to_tsquery('english', query)` against the memory's generated
-/// `tsvector`), scored by `ts_rank` divided by the best rank among the matches, so the best text match has
+/// Ranking: full-text search (`websearch_to_tsquery('english', search_terms(query))` against the memory's
+/// generated `tsvector`, see [`search_terms`]), scored by `ts_rank` divided by the best rank among the matches, so the best text match has
 /// 1. With an embedder, the query is embedded too and each memory with a vector of the same model gets its
 /// cosine similarity; the score is `TEXT_WEIGHT × text + (1 − TEXT_WEIGHT) × max(cosine, 0)`, and a memory
 /// that matches no word is still recalled when its cosine is at least [`MIN_COSINE`]. When the provider
@@ -191,25 +207,30 @@ pub async fn recall(
         },
         None => None,
     };
+    let terms = search_terms(&request.query);
     let rows = match &query_vector {
-        None => sqlx::query(TEXT_ONLY)
-            .bind(request.user_id)
-            .bind(&request.query)
-            .bind(i64::from(request.limit))
-            .bind(request.for_action)
-            .fetch_all(store.pool())
-            .await,
-        Some((model, vector)) => sqlx::query(HYBRID)
-            .bind(request.user_id)
-            .bind(&request.query)
-            .bind(i64::from(request.limit))
-            .bind(request.for_action)
-            .bind(vector)
-            .bind(model)
-            .bind(TEXT_WEIGHT)
-            .bind(MIN_COSINE)
-            .fetch_all(store.pool())
-            .await,
+        None => {
+            sqlx::query(TEXT_ONLY)
+                .bind(request.user_id)
+                .bind(&terms)
+                .bind(i64::from(request.limit))
+                .bind(request.for_action)
+                .fetch_all(store.pool())
+                .await
+        }
+        Some((model, vector)) => {
+            sqlx::query(HYBRID)
+                .bind(request.user_id)
+                .bind(&terms)
+                .bind(i64::from(request.limit))
+                .bind(request.for_action)
+                .bind(vector)
+                .bind(model)
+                .bind(TEXT_WEIGHT)
+                .bind(MIN_COSINE)
+                .fetch_all(store.pool())
+                .await
+        }
     }
     .map_err(internal)?;
     let memories = rows
@@ -346,10 +367,23 @@ mod tests {
         );
         assert_eq!(msg(&request("sol", 0)), "limit = 0: must be 1 to 50");
         assert!(validate(&request("sol", 5)).is_ok());
-        let err = parse::<RecallRequest>(br#"{"user_id": 1, "query": "x", "limt": 3}"#).unwrap_err();
-        assert!(err.message.contains("unknown field `limt`"), "{}", err.message);
+        assert_eq!(search_terms("how much  SOL?"), "how or much or SOL?");
+        assert_eq!(search_terms("SOL -ETH"), "SOL -ETH");
+        assert_eq!(search_terms("\"cold wallet\" SOL"), "\"cold wallet\" SOL");
+        assert_eq!(search_terms("dog OR cat"), "dog OR cat");
+        let err =
+            parse::<RecallRequest>(br#"{"user_id": 1, "query": "x", "limt": 3}"#).unwrap_err();
+        assert!(
+            err.message.contains("unknown field `limt`"),
+            "{}",
+            err.message
+        );
         assert_eq!(err.code, 400);
         let err = parse::<RecallRequest>(b"not json").unwrap_err();
-        assert!(err.message.starts_with("invalid request"), "{}", err.message);
+        assert!(
+            err.message.starts_with("invalid request"),
+            "{}",
+            err.message
+        );
     }
 }

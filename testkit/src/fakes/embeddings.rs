@@ -93,21 +93,22 @@ async fn embeddings(
         // Like some real providers, the message repeats the key it was given.
         return (
             StatusCode::UNAUTHORIZED,
-            Json(json!({"error": {"message": format!("Incorrect API key provided: {given}"),
-                "type": "invalid_request_error", "code": "invalid_api_key"}})),
+            Json(
+                json!({"error": {"message": format!("Incorrect API key provided: {given}"),
+                "type": "invalid_request_error", "code": "invalid_api_key"}}),
+            ),
         )
             .into_response();
     }
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return (
+    let Json(body) =
+        match body {
+            Ok(b) => b,
+            Err(e) => return (
                 StatusCode::BAD_REQUEST,
                 Json(json!({"error": {"message": e.body_text(), "type": "invalid_request_error"}})),
             )
-                .into_response()
-        }
-    };
+                .into_response(),
+        };
     if shared.failing.load(Ordering::SeqCst) {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
