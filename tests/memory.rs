@@ -737,3 +737,84 @@ async fn jarvis_up_runs_the_memory_agent_and_service() {
     let ping: Value = serde_json::from_slice(&ping.payload).unwrap();
     assert_eq!(ping["name"], "jarvis-memory");
 }
+
+/// Measures the projector and recall on this machine (not a pass/fail test):
+/// `cargo test -p jarvis --test memory -- --ignored --nocapture measure`. Figures in docs/performance.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_projection_and_recall() {
+    use std::time::Instant;
+    let (_db, store) = fresh_store().await;
+    let words = [
+        "sol", "eth", "btc", "wallet", "cold", "hold", "buy", "sell", "coffee", "dog", "kraken",
+        "stake", "yield", "bridge", "ledger", "moon", "dip", "tax", "fees", "swap",
+    ];
+    let (users, per_user) = (20i64, 250usize);
+    let started = Instant::now();
+    let mut writers = tokio::task::JoinSet::new();
+    for user in 0..users {
+        let store = store.clone();
+        writers.spawn(async move {
+            for i in 0..per_user {
+                let text: Vec<&str> = (0..8)
+                    .map(|k| words[(i * 7 + k * 3 + user as usize) % 20])
+                    .collect();
+                store_memory(&store, user, &format!("memory {i}: {}", text.join(" "))).await;
+            }
+        });
+    }
+    while writers.join_next().await.is_some() {}
+    let n = users as usize * per_user;
+    println!("appended {n} MemoryStored in {:?}", started.elapsed());
+    read_all(&store, n).await;
+    let projector = MemoryProjector::new(store.clone(), None);
+    let t = Instant::now();
+    projector.catch_up().await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "projected {n} events in {secs:.3} s: {:.0} events_per_sec",
+        n as f64 / secs
+    );
+    let t = Instant::now();
+    projector.rebuild().await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "rebuilt {n} events in {secs:.3} s: {:.0} events_per_sec",
+        n as f64 / secs
+    );
+    let fake = FakeEmbeddings::start("k").await;
+    let config: jarvis_agents::memory::EmbeddingConfig = serde_json::from_value(
+        json!({"base_url": fake.base_url(), "api_key": "k", "model": "fake"}),
+    )
+    .unwrap();
+    let embedder = jarvis_agents::memory::OpenAiEmbedder::new(&config).unwrap();
+    let t = Instant::now();
+    while projector.embed_pending(&embedder, 256).await.unwrap() > 0 {}
+    let secs = t.elapsed().as_secs_f64();
+    println!("embedded {n} memories (fake provider, 256 per request) in {secs:.3} s: {:.0} texts_per_sec", n as f64 / secs);
+    for (name, with) in [
+        ("text", None),
+        (
+            "hybrid",
+            Some(&embedder as &dyn jarvis_agents::memory::Embedder),
+        ),
+    ] {
+        let mut ms = Vec::new();
+        for i in 0..500 {
+            let request = serde_json::from_value(json!({
+                "user_id": i % users, "query": format!("where is my {} {}", words[i as usize % 20], words[(i as usize + 5) % 20]), "limit": 5
+            }))
+            .unwrap();
+            let t = Instant::now();
+            let reply = memory::recall(&store, with, &request).await.unwrap();
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert!(!reply.memories.is_empty());
+        }
+        ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "recall {name} over {per_user} memories per user: p50 {:.2} ms, p99 {:.2} ms",
+            ms[ms.len() / 2],
+            ms[ms.len() * 99 / 100]
+        );
+    }
+}

@@ -171,11 +171,12 @@ SELECT memory_id, text, trust, source_event, source_type, at,
 /// Recalls `request.user_id`'s memories for `request.query`.
 ///
 /// Ranking: full-text search (`websearch_to_tsquery('english', search_terms(query))` against the memory's
-/// generated `tsvector`, see [`search_terms`]), scored by `ts_rank` divided by the best rank among the matches, so the best text match has
-/// 1. With an embedder, the query is embedded too and each memory with a vector of the same model gets its
-/// cosine similarity; the score is `TEXT_WEIGHT × text + (1 − TEXT_WEIGHT) × max(cosine, 0)`, and a memory
-/// that matches no word is still recalled when its cosine is at least [`MIN_COSINE`]. When the provider
-/// fails, recall falls back to text alone (and says so: `ranking = "text"`).
+/// generated `tsvector`, see [`search_terms`]), scored by `ts_rank` divided by the best rank among the
+/// matches, so that the best text match scores one. With an embedder, the query is embedded too and each
+/// memory with a vector of the same model gets its cosine similarity; the score is
+/// `TEXT_WEIGHT × text + (1 − TEXT_WEIGHT) × max(cosine, 0)`, and a memory that matches no word is still
+/// recalled when its cosine is at least [`MIN_COSINE`]. When the provider fails, recall falls back to text
+/// alone (and says so: `ranking = "text"`).
 ///
 /// # Errors
 /// [`ServiceError`] 400 for a bad request or an unknown user, 500 when the database fails.
@@ -379,6 +380,13 @@ mod tests {
             err.message
         );
         assert_eq!(err.code, 400);
+        let err = parse::<RecallRequest>(b"{\"user_id\": 1, \"query\": \"\xff\"}").unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(
+            err.message.contains("invalid unicode") || err.message.contains("UTF-8"),
+            "{}",
+            err.message
+        );
         let err = parse::<RecallRequest>(b"not json").unwrap_err();
         assert!(
             err.message.starts_with("invalid request"),
