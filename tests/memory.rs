@@ -216,7 +216,9 @@ async fn chat_messages_become_memories_and_recall_ranks_the_relevant_one_first()
         "Noted: you keep 40 SOL in cold storage",
     )
     .await;
-    wait_rows(&env.store, 4).await;
+    // An alert in the private chat belongs to its user, with their trust.
+    reply(&env.store, 7, None, "Alert: your ETH order filled").await;
+    wait_rows(&env.store, 5).await;
 
     let reply = recall(
         &env.client,
@@ -238,7 +240,7 @@ async fn chat_messages_become_memories_and_recall_ranks_the_relevant_one_first()
     // Each memory is caused by its chat event, and names it.
     let events = all_events(&env.store).await;
     let stored = of_type(&events, "MemoryStored");
-    assert_eq!(stored.len(), 4);
+    assert_eq!(stored.len(), 5);
     for m in &stored {
         let source = events
             .iter()
@@ -249,12 +251,15 @@ async fn chat_messages_become_memories_and_recall_ranks_the_relevant_one_first()
         assert_eq!(m.aggregate_id, user_memory_id(7));
     }
     // Jarvis's reply is the memory of the user it answered, with their trust.
-    let from_reply = stored
+    let from_replies: Vec<_> = stored
         .iter()
-        .find(|m| m.payload["source_type"] == "ChatReplySent")
-        .unwrap();
-    assert_eq!(from_reply.payload["user_id"], 7);
-    assert_eq!(from_reply.payload["trust"], "owner");
+        .filter(|m| m.payload["source_type"] == "ChatReplySent")
+        .collect();
+    assert_eq!(from_replies.len(), 2);
+    for m in from_replies {
+        assert_eq!(m.payload["user_id"], 7);
+        assert_eq!(m.payload["trust"], "owner");
+    }
 
     // A redelivered message stores nothing new, at the conversation or at the agent.
     say(
@@ -270,7 +275,7 @@ async fn chat_messages_become_memories_and_recall_ranks_the_relevant_one_first()
     redeliver(&env.store, &first_chat).await;
     let again = all_events(&env.store).await;
     assert_eq!(again.len(), events.len(), "no event after redeliveries");
-    assert_eq!(rows(&env.store).await, 4);
+    assert_eq!(rows(&env.store).await, 5);
     let mut dlq = env.js.get_stream("JARVIS_DLQ").await.unwrap();
     assert_eq!(dlq.info().await.unwrap().state.messages, 0);
 }

@@ -233,7 +233,7 @@ pub struct Conversation {
     chat_id: Option<i64>,
     recent: VecDeque<ReceivedMessage>,
     /// The highest message id that left `recent`: anything at or below it counts as recorded.
-    forgotten_up_to: Option<i64>,
+    evicted_up_to: Option<i64>,
     replies: VecDeque<SentReply>,
     messages: u64,
 }
@@ -314,7 +314,7 @@ impl Conversation {
                     });
                 }
                 if self
-                    .forgotten_up_to
+                    .evicted_up_to
                     .is_some_and(|up_to| m.message_id <= up_to)
                 {
                     return Ok(vec![]);
@@ -360,8 +360,8 @@ impl Aggregate for Conversation {
                 self.recent.push_back(m);
                 if self.recent.len() > RECENT {
                     if let Some(old) = self.recent.pop_front() {
-                        self.forgotten_up_to = Some(
-                            self.forgotten_up_to
+                        self.evicted_up_to = Some(
+                            self.evicted_up_to
                                 .map_or(old.message_id, |f| f.max(old.message_id)),
                         );
                     }

@@ -117,7 +117,7 @@ impl MemoryAgent {
         };
         let conversation: Conversation = self
             .store
-            .load(&envelope.subject, None)
+            .load(&envelope.subject, Some(SNAPSHOT_EVERY))
             .await
             .map_err(handler_error)?;
         if let Some(m) = reply_to.and_then(|id| conversation.message(id)) {
