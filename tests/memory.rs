@@ -585,6 +585,24 @@ async fn embeddings_recall_by_meaning_and_fall_back_to_text() {
     })
     .await;
 
+    // A text the provider refuses (too long for the model) does not hold up the others; it is found by text.
+    fake.set_max_tokens(20);
+    let long = format!(
+        "My long story about Solana staking: {}",
+        "and then ".repeat(20)
+    );
+    say(&env.store, 7, 4, 7, Trust::Owner, &long).await;
+    say(&env.store, 7, 5, 7, Trust::Owner, "My cat is called Tom").await;
+    wait_rows(&env.store, 5).await;
+    eventually(
+        Duration::from_secs(60),
+        "every memory embedded or refused",
+        || async { (projector.pending_embeddings("fake-embed").await.unwrap() == 0).then_some(()) },
+    )
+    .await;
+    let staking = recall(&env.client, 7, "staking", false).await;
+    assert_eq!(texts(&staking), vec![long.trim().to_string()]);
+
     // "puppy" shares no word with any memory: only its meaning finds the dog.
     let by_meaning = recall(&env.client, 7, "puppy", false).await;
     assert_eq!(by_meaning["ranking"], "hybrid");

@@ -29,12 +29,12 @@ CREATE TABLE IF NOT EXISTS memory_users
     first_position bigint NOT NULL
 );
 
--- Vectors by model and text, so that a rebuild does not ask the provider again. Entries of forgotten texts are
--- deleted with them.
+-- Vectors by model and text, so that a rebuild does not ask the provider again (a NULL embedding: the provider
+-- refused that text). Entries of forgotten texts are deleted with them.
 CREATE TABLE IF NOT EXISTS memory_embeddings
 (
     model     text   NOT NULL,
     text_hash text   NOT NULL,
-    embedding real[] NOT NULL,
+    embedding real[],
     PRIMARY KEY (model, text_hash)
 );

@@ -29,6 +29,34 @@ use super::embed::{EmbedError, Embedder};
 /// The projector's checkpoint name.
 pub const CHECKPOINT: &str = "memory-projector";
 
+/// Characters of a memory sent to the provider: the start of a long text stands for it (models have a
+/// context length, e.g. 8,191 tokens).
+pub const MAX_EMBED_CHARS: usize = 8_000;
+
+/// Whether a status means the provider refuses these texts (not: the key is wrong, or it is busy).
+fn refuses_text(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 401 | 403 | 404 | 408 | 429)
+}
+
+/// Embeds texts one at a time, so that one text the provider refuses does not hold up the others.
+async fn one_by_one(
+    embedder: &dyn Embedder,
+    texts: &[String],
+) -> Result<Vec<Option<Vec<f32>>>, EmbedError> {
+    let mut out = Vec::with_capacity(texts.len());
+    for text in texts {
+        match embedder.embed(std::slice::from_ref(text)).await {
+            Ok(mut v) => out.push(v.pop()),
+            Err(EmbedError::Status { status, message }) if refuses_text(status) => {
+                tracing::warn!(status, %message, "the provider refuses to embed a memory; it is recalled by text only");
+                out.push(None);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// Key of the advisory lock that serialises the projector's steps and rebuilds ("jarvmemo").
 const LOCK: i64 = 0x6a61_7276_6d65_6d6f;
 
@@ -330,11 +358,25 @@ impl MemoryProjector {
         if rows.is_empty() {
             return Ok(0);
         }
-        let texts: Vec<String> = rows.iter().map(|(_, t)| t.clone()).collect();
-        let vectors = embedder.embed(&texts).await?;
+        let texts: Vec<String> = rows
+            .iter()
+            .map(|(_, t)| t.chars().take(MAX_EMBED_CHARS).collect())
+            .collect();
+        let vectors = match embedder.embed(&texts).await {
+            Ok(v) => v.into_iter().map(Some).collect(),
+            Err(EmbedError::Status { status, .. }) if refuses_text(status) && texts.len() > 1 => {
+                one_by_one(embedder, &texts).await?
+            }
+            Err(EmbedError::Status { status, message }) if refuses_text(status) => {
+                tracing::warn!(status, %message, "the provider refuses to embed a memory; it is recalled by text only");
+                vec![None]
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut tx = self.store.pool().begin().await?;
         for ((memory_id, text), vector) in rows.iter().zip(&vectors) {
-            // A memory forgotten meanwhile is gone: neither its row nor its vector is written.
+            // A memory forgotten meanwhile is gone: neither its row nor its vector is written. A text the
+            // provider refused is marked with the model and no vector, so it is not asked for again.
             let updated = sqlx::query(
                 "UPDATE memories SET embedding = $2, embedding_model = $3 WHERE memory_id = $1",
             )

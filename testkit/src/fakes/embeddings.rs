@@ -7,7 +7,7 @@
 //! meaning (`puppy` finds `dog`) where full-text search finds nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -49,6 +49,8 @@ struct Shared {
     synonyms: HashMap<String, String>,
     requests: Mutex<Vec<SeenRequest>>,
     failing: AtomicBool,
+    /// Most words per input (0 = no limit), like a model's context length.
+    max_tokens: AtomicUsize,
 }
 
 /// The running fake; stops on drop.
@@ -128,6 +130,20 @@ async fn embeddings(
             model: body.model.clone(),
             input: input.clone(),
         });
+    let max_tokens = shared.max_tokens.load(Ordering::SeqCst);
+    if let Some(long) = input
+        .iter()
+        .map(|t| t.split_whitespace().count())
+        .find(|n| max_tokens > 0 && *n > max_tokens)
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"message": format!(
+                "This model's maximum context length is {max_tokens} tokens, however you requested {long} tokens"),
+                "type": "invalid_request_error", "code": "context_length_exceeded"}})),
+        )
+            .into_response();
+    }
     let tokens: usize = input.iter().map(|t| t.split_whitespace().count()).sum();
     let data: Vec<_> = input
         .iter()
@@ -186,6 +202,12 @@ impl FakeEmbeddings {
     /// Every successful request so far, in order.
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.shared.requests.lock().expect("requests lock").clone()
+    }
+
+    /// Inputs of more than `words` words get a 400 (`context_length_exceeded`), like a model's context length;
+    /// 0 = no limit (the default).
+    pub fn set_max_tokens(&self, words: usize) {
+        self.shared.max_tokens.store(words, Ordering::SeqCst);
     }
 
     /// While set, every request gets a 500.
