@@ -117,50 +117,87 @@ fn memory_event(event: &RecordedEvent) -> Result<Option<UserMemoryEvent>, StoreE
     }
 }
 
+/// Applies `events` in order: runs of `MemoryStored` go in as one multi-row insert each.
 async fn apply(
     db: &mut PgConnection,
-    event: &RecordedEvent,
+    events: &[RecordedEvent],
     model: Option<&str>,
 ) -> Result<(), StoreError> {
-    match memory_event(event)? {
-        Some(UserMemoryEvent::MemoryStored(m)) => insert(db, &m, event.position, model).await,
-        Some(UserMemoryEvent::MemoryForgotten {
-            user_id, memory_id, ..
-        }) => forget(db, user_id, memory_id).await,
-        None => Ok(()),
+    let mut stored: Vec<(StoredMemory, i64)> = Vec::new();
+    for event in events {
+        match memory_event(event)? {
+            Some(UserMemoryEvent::MemoryStored(m)) => stored.push((m, event.position)),
+            Some(UserMemoryEvent::MemoryForgotten {
+                user_id, memory_id, ..
+            }) => {
+                insert(db, &std::mem::take(&mut stored), model).await?;
+                forget(db, user_id, memory_id).await?;
+            }
+            None => {}
+        }
     }
+    insert(db, &stored, model).await
 }
 
 async fn insert(
     db: &mut PgConnection,
-    m: &StoredMemory,
-    position: i64,
+    memories: &[(StoredMemory, i64)],
     model: Option<&str>,
 ) -> Result<(), StoreError> {
+    if memories.is_empty() {
+        return Ok(());
+    }
+    let n = memories.len();
+    let (mut ids, mut users, mut texts, mut sources, mut types, mut trusts, mut ats, mut positions) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (m, position) in memories {
+        ids.push(m.memory_id);
+        users.push(m.user_id);
+        texts.push(m.text.as_str());
+        sources.push(m.source_event);
+        types.push(m.source_type.as_str());
+        trusts.push(m.trust.as_str());
+        ats.push(m.at);
+        positions.push(*position);
+    }
     sqlx::query(
         "INSERT INTO memories (memory_id, user_id, text, source_event, source_type, trust, at, position,
                                embedding, embedding_model)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, e.embedding, e.model
-           FROM (SELECT 1) AS one
-           LEFT JOIN memory_embeddings e ON e.model = $9 AND e.text_hash = md5($3)
+         SELECT u.memory_id, u.user_id, u.text, u.source_event, u.source_type, u.trust, u.at, u.position,
+                e.embedding, e.model
+           FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::uuid[], $5::text[], $6::text[],
+                       $7::timestamptz[], $8::bigint[])
+                AS u(memory_id, user_id, text, source_event, source_type, trust, at, position)
+           LEFT JOIN memory_embeddings e ON e.model = $9 AND e.text_hash = md5(u.text)
          ON CONFLICT (memory_id) DO NOTHING",
     )
-    .bind(m.memory_id)
-    .bind(m.user_id)
-    .bind(&m.text)
-    .bind(m.source_event)
-    .bind(&m.source_type)
-    .bind(m.trust.as_str())
-    .bind(m.at)
-    .bind(position)
+    .bind(&ids)
+    .bind(&users)
+    .bind(&texts)
+    .bind(&sources)
+    .bind(&types)
+    .bind(&trusts)
+    .bind(&ats)
+    .bind(&positions)
     .bind(model)
     .execute(&mut *db)
     .await?;
     sqlx::query(
-        "INSERT INTO memory_users (user_id, first_position) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        "INSERT INTO memory_users (user_id, first_position)
+         SELECT user_id, min(position) FROM unnest($1::bigint[], $2::bigint[]) AS u(user_id, position)
+          GROUP BY user_id
+         ON CONFLICT DO NOTHING",
     )
-    .bind(m.user_id)
-    .bind(position)
+    .bind(&users)
+    .bind(&positions)
     .execute(&mut *db)
     .await?;
     Ok(())
@@ -221,9 +258,7 @@ impl MemoryProjector {
             tx.rollback().await?;
             return Ok(Step::Moved(at));
         }
-        for event in batch {
-            apply(&mut tx, event, self.model.as_deref()).await?;
-        }
+        apply(&mut tx, batch, self.model.as_deref()).await?;
         let to = Checkpoint::after(last);
         save_checkpoint(&mut *tx, CHECKPOINT, to).await?;
         tx.commit().await?;
@@ -305,9 +340,7 @@ impl MemoryProjector {
         loop {
             let batch = self.store.read_after(from, self.batch).await?;
             let Some(last) = batch.last() else { break };
-            for event in &batch {
-                apply(&mut tx, event, self.model.as_deref()).await?;
-            }
+            apply(&mut tx, &batch, self.model.as_deref()).await?;
             events += batch.len() as u64;
             from = Checkpoint::after(last);
         }
