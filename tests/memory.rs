@@ -273,8 +273,9 @@ async fn chat_messages_become_memories_and_recall_ranks_the_relevant_one_first()
     .await;
     let first_chat = of_type(&events, "ChatMessageReceived")[0].clone();
     redeliver(&env.store, &first_chat).await;
-    let again = all_events(&env.store).await;
-    assert_eq!(again.len(), events.len(), "no event after redeliveries");
+    // `count` sees every row, visible to the gap-safe reader or not yet.
+    let written = env.store.count().await.unwrap() as usize;
+    assert_eq!(written, events.len(), "no event after redeliveries");
     assert_eq!(rows(&env.store).await, 5);
     let mut dlq = env.js.get_stream("JARVIS_DLQ").await.unwrap();
     assert_eq!(dlq.info().await.unwrap().state.messages, 0);
@@ -389,7 +390,7 @@ async fn forget_removes_memories_and_a_rebuild_keeps_them_removed() {
     assert_eq!(texts(&left), vec!["I hold 40 SOL"]);
 
     // Unknown memories and users are bad requests, and write nothing.
-    let before = all_events(&env.store).await.len();
+    let before = env.store.count().await.unwrap() as usize;
     let (code, message) = call(
         &env.client,
         "forget",
@@ -407,7 +408,7 @@ async fn forget_removes_memories_and_a_rebuild_keeps_them_removed() {
         .unwrap_err();
     assert_eq!(code, "400");
     assert!(message.contains("unknown user 404"), "{message}");
-    assert_eq!(all_events(&env.store).await.len(), before);
+    assert_eq!(env.store.count().await.unwrap() as usize, before);
 
     // The forgotten source delivered again stays forgotten.
     let events = all_events(&env.store).await;
@@ -416,7 +417,7 @@ async fn forget_removes_memories_and_a_rebuild_keeps_them_removed() {
         .find(|e| e.event_id.to_string() == source)
         .unwrap();
     redeliver(&env.store, source).await;
-    assert_eq!(all_events(&env.store).await.len(), before);
+    assert_eq!(env.store.count().await.unwrap() as usize, before);
 
     // A rebuild from the events drops them again (while the projector keeps running).
     let projector = MemoryProjector::new(env.store.clone(), None);
@@ -676,7 +677,7 @@ async fn bad_requests_get_clear_400s_and_lose_nothing() {
         assert!(message.contains(expected), "{message} lacks {expected}");
     }
     // A 1 MB chat message is refused before anything is written.
-    let events = all_events(&env.store).await.len();
+    let events = env.store.count().await.unwrap();
     let cqrs = env.store.cqrs::<Conversation>(());
     let err = execute_with_retry(
         &cqrs,
@@ -696,7 +697,7 @@ async fn bad_requests_get_clear_400s_and_lose_nothing() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("text is 1000000 bytes"), "{err}");
-    assert_eq!(all_events(&env.store).await.len(), events);
+    assert_eq!(env.store.count().await.unwrap(), events);
     // The service and the agent go on.
     say(&env.store, 7, 3, 7, Trust::Owner, "I also hold ETH").await;
     wait_rows(&env.store, 2).await;
