@@ -842,3 +842,63 @@ async fn measure_projection_and_recall() {
         );
     }
 }
+
+fn jarvis_cli(db: &jarvis_testkit::TestDb, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_jarvis"))
+        .args(args)
+        .env("JARVIS_DATABASE_URL", db.url())
+        .env("JARVIS_LOG", "warn")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("run jarvis")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_recalls_forgets_and_rebuilds() {
+    let (db, store) = fresh_store().await;
+    let sol = store_memory(&store, 1, "I hold 40 SOL").await;
+    store_memory(&store, 1, "I hold some ETH").await;
+    // A rebuild replays what the gap-safe reader sees: wait until both events are readable.
+    read_all(&store, 2).await;
+    // Nothing projected yet: the user is unknown to the read model, a bad request (exit 2).
+    let out = jarvis_cli(&db, &["memory", "recall", "--user", "1", "SOL"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown user 1"), "{stderr}");
+    let out = jarvis_cli(&db, &["memory", "rebuild", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rebuilt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rebuilt["memories"], 2);
+    let out = jarvis_cli(&db, &["memory", "recall", "--user", "1", "SOL", "--json"]);
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(texts(&reply), vec!["I hold 40 SOL"]);
+    let out = jarvis_cli(
+        &db,
+        &[
+            "memory",
+            "forget",
+            "--user",
+            "1",
+            "--memory",
+            &sol.to_string(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["forgotten"], 1);
+    read_all(&store, 3).await;
+    let out = jarvis_cli(&db, &["memory", "rebuild", "--json"]);
+    let rebuilt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rebuilt["memories"], 1);
+    let out = jarvis_cli(&db, &["memory", "recall", "--user", "1", "  "]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("query must not be empty"));
+}

@@ -26,7 +26,7 @@ use serde::Deserialize;
 pub use agent::{memory_of, MemoryAgent, NewMemory};
 pub use embed::{EmbedError, Embedder, EmbeddingConfig, OpenAiEmbedder};
 pub use projector::MemoryProjector;
-pub use recall::{recall, RecallReply, RecallRequest, Recalled};
+pub use recall::{forget, recall, RecallReply, RecallRequest, Recalled};
 
 /// `[memory]` in `jarvis.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

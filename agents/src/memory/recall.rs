@@ -268,13 +268,18 @@ fn refusal(e: AggregateError<MemoryError>) -> ServiceError {
     }
 }
 
-async fn forget(store: &EventStore, body: &[u8]) -> Result<Value, ServiceError> {
-    let ForgetRequest {
-        user_id,
-        memory_id,
-        reason,
-    } = parse(body)?;
-    let reason = reason.unwrap_or_else(|| "forget requested".into());
+/// Forgets one memory of `user_id`, or all of them, by appending `MemoryForgotten` (`source` names who asked,
+/// e.g. `operator:memory.forget`). Answers how many live memories it removed and how many remain.
+///
+/// # Errors
+/// [`ServiceError`] 400 for an unknown user or memory, or a blank reason; 500 when the store fails.
+pub async fn forget(
+    store: &EventStore,
+    user_id: i64,
+    memory_id: Option<Uuid>,
+    reason: String,
+    source: &str,
+) -> Result<Value, ServiceError> {
     let id = user_memory_id(user_id);
     let before: UserMemory = store
         .load(&id, Some(SNAPSHOT_EVERY))
@@ -287,8 +292,7 @@ async fn forget(store: &EventStore, body: &[u8]) -> Result<Value, ServiceError> 
         reason,
         at: Utc::now(),
     };
-    let metadata = EventMetadata::root("operator:memory.forget");
-    execute_with_retry(&cqrs, &id, command, &metadata, 5)
+    execute_with_retry(&cqrs, &id, command, &EventMetadata::root(source), 5)
         .await
         .map_err(refusal)?;
     let after: UserMemory = store
@@ -315,7 +319,15 @@ async fn handle(
             let reply = recall(store, embedder, &request).await?;
             serde_json::to_value(reply).map_err(internal)
         }
-        "forget" => forget(store, body).await,
+        "forget" => {
+            let ForgetRequest {
+                user_id,
+                memory_id,
+                reason,
+            } = parse(body)?;
+            let reason = reason.unwrap_or_else(|| "forget requested".into());
+            forget(store, user_id, memory_id, reason, "operator:memory.forget").await
+        }
         other => Err(ServiceError::bad_request(format!("unknown verb {other:?}"))),
     }
 }
