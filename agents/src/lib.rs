@@ -8,11 +8,14 @@
 //!   execution, each step an agent's command on its own aggregate.
 //! - [`treasury`]: strategies (a trait, and the default rebalancer with momentum and sentiment tilts).
 //! - [`runtime`]: what agents share (mapping command failures onto retry or dead-letter).
+//! - [`memory`]: the memory agent: chat events → `MemoryStored`, the `memories` read model, recall and forget
+//!   as the micro service `jarvis-memory`.
 //! - [`market`]: the market agent: candle files ([`market::candle_file`]) and their ingestion into
 //!   `MarketFeed` aggregates ([`market::ingest`]).
 
 pub mod ledger;
 pub mod market;
+pub mod memory;
 pub mod relay;
 pub mod risk;
 pub mod runtime;

@@ -251,6 +251,15 @@ pub async fn up(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
     };
     let store_for_trading = store.clone();
     let js_for_trading = js.clone();
+    let memory = config.memory.enabled.then(|| {
+        let (store, client, js) = (store.clone(), client.clone(), js.clone());
+        let (config, stopped) = (config.memory.clone(), until_stopped(stopped.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = jarvis_agents::memory::run(store, client, js, &config, stopped).await {
+                tracing::error!(cause = %e, "the memory agent failed to start");
+            }
+        })
+    });
     let relay = tokio::spawn(run_relay(
         store.clone(),
         js,
@@ -282,6 +291,9 @@ pub async fn up(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
     let _ = relay.await;
     let _ = trading.await;
     let _ = risk.await;
+    if let Some(memory) = memory {
+        let _ = memory.await;
+    }
     // Close our connections before the private Postgres shuts down under them.
     pool.close().await;
     drop(stack);

@@ -35,6 +35,9 @@ pub struct Config {
     /// `[paper]`: the paper venue's fill model.
     #[serde(default)]
     pub paper: jarvis_domain::trading::paper::PaperConfig,
+    /// `[memory]`: the memory agent and its embedding provider.
+    #[serde(default)]
+    pub memory: jarvis_agents::memory::MemoryConfig,
 }
 
 /// `[portfolio]`: what the paper portfolio opens with.
@@ -272,6 +275,7 @@ impl Config {
         self.paper
             .validate()
             .map_err(|e| anyhow::anyhow!("paper: {e}"))?;
+        self.memory.validate().map_err(|e| anyhow::anyhow!(e))?;
         Ok(())
     }
 
@@ -351,5 +355,29 @@ mod tests {
         let mut c = Config::default();
         c.database.url = Some("postgres://u:hunter2@h/db".into());
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn memory_embeddings_from_file_and_env() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "jarvis.toml",
+                "[memory.embeddings]\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\n",
+            )?;
+            jail.set_env("JARVIS_MEMORY__EMBEDDINGS__API_KEY", "sk-hunter2");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            let e = c.memory.embeddings.as_ref().unwrap();
+            assert_eq!(e.api_key.as_deref(), Some("sk-hunter2"));
+            assert!(c.memory.enabled);
+            assert!(!format!("{c:?}").contains("hunter2"));
+            jail.create_file("jarvis.toml", "[memory.embeddings]\nbase_url = \"x\"\n")?;
+            let err = format!("{:#}", Config::load(None).unwrap_err());
+            assert!(err.contains("memory.embeddings.base_url"), "{err}");
+            jail.clear_env();
+            jail.create_file("jarvis.toml", "[memory]\nembedings = 1\n")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("embedings"), "{err}");
+            Ok(())
+        });
     }
 }

@@ -8,11 +8,13 @@
 //!   `events trace`, `status`.
 //! - [`backtest`]: `jarvis backtest`, the pipeline replayed in memory, and sweeps of it.
 //! - [`bench`]: `jarvis bench store|relay|e2e|backtest`, our figures beside a raw baseline measured in the same run.
+//! - [`memory`]: `jarvis memory recall|forget|rebuild`.
 
 pub mod backtest;
 pub mod bench;
 pub mod commands;
 pub mod config;
+pub mod memory;
 pub mod stack;
 
 use std::path::PathBuf;
@@ -66,6 +68,9 @@ pub enum Command {
     Bench(bench::BenchCommand),
     /// Replay history through the trading pipeline in memory and report how it would have done.
     Backtest(Box<backtest::BacktestArgs>),
+    /// Users' memories: recall, forget, rebuild the read model.
+    #[command(subcommand)]
+    Memory(memory::MemoryCommand),
 }
 
 /// An error that maps to a specific exit code (2: bad input).
@@ -128,6 +133,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backtest(args) => {
             backtest::run(cli.config.as_deref(), &config, &cli.data_dir, *args).await
         }
+        Command::Memory(cmd) => memory::run(&config, &cli.data_dir, cmd).await,
     }
 }
 

@@ -12,7 +12,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::backtest::{BacktestEvent, BacktestRun};
+use crate::chat::{Conversation, ConversationEvent};
 use crate::market::{MarketFeed, MarketFeedEvent};
+use crate::memory::{UserMemory, UserMemoryEvent};
 use crate::trading::order::{Order, OrderEvent};
 use crate::trading::paper::{PaperEvent, PaperVenue};
 use crate::trading::portfolio::{Portfolio, PortfolioEvent};
@@ -51,7 +53,9 @@ event_types!(
     PortfolioEvent,
     RiskEvent,
     PaperEvent,
-    BacktestEvent
+    BacktestEvent,
+    ConversationEvent,
+    UserMemoryEvent
 );
 
 /// The bounded context of a stored aggregate type, if Jarvis knows it.
@@ -63,6 +67,8 @@ pub fn context_of(aggregate_type: &str) -> Option<&'static str> {
         RiskBook::TYPE => Some(RiskBook::CONTEXT),
         PaperVenue::TYPE => Some(PaperVenue::CONTEXT),
         BacktestRun::TYPE => Some(BacktestRun::CONTEXT),
+        Conversation::TYPE => Some(Conversation::CONTEXT),
+        UserMemory::TYPE => Some(UserMemory::CONTEXT),
         _ => None,
     }
 }
@@ -293,6 +299,10 @@ pub enum AnyEvent {
     Execution(PaperEvent),
     /// An event of a `BacktestRun` (context `backtest`).
     Backtest(BacktestEvent),
+    /// An event of a `Conversation` (context `chat`).
+    Chat(ConversationEvent),
+    /// An event of a `UserMemory` (context `memory`).
+    Memory(UserMemoryEvent),
 }
 
 /// Decodes the body of `event_type` at `version` as an event of the enum `E`.
@@ -353,6 +363,8 @@ impl AnyEvent {
             BacktestRun::CONTEXT => {
                 decode_as(ce_type, event_type, version, data).map(Self::Backtest)
             }
+            Conversation::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Chat),
+            UserMemory::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Memory),
             _ => Err(DecodeError::UnknownType(ce_type.to_string())),
         }
     }
@@ -366,6 +378,8 @@ impl AnyEvent {
             Self::Risk(e) => e.event_type(),
             Self::Execution(e) => e.event_type(),
             Self::Backtest(e) => e.event_type(),
+            Self::Chat(e) => e.event_type(),
+            Self::Memory(e) => e.event_type(),
         }
     }
 }
@@ -439,6 +453,8 @@ mod tests {
             ("Portfolio", "portfolio"),
             ("RiskBook", "risk"),
             ("PaperVenue", "execution"),
+            ("Conversation", "chat"),
+            ("UserMemory", "memory"),
         ] {
             assert_eq!(context_of(aggregate), Some(context));
         }

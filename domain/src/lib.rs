@@ -4,13 +4,17 @@
 //! - [`values`]: checked newtypes (`Symbol`) and the [`Candle`] value.
 //! - [`market`]: the `MarketFeed` aggregate (one per symbol and UTC day) and its `CandleClosed` event.
 //! - [`trading`]: the `Order`, `Portfolio` and `RiskBook` aggregates (see `docs/adr/0002-trading-domain.md`).
+//! - [`chat`]: the `Conversation` aggregate (one per chat): `ChatMessageReceived`, `ChatReplySent`, and [`chat::Trust`].
+//! - [`memory`]: the `UserMemory` aggregate (one per user): `MemoryStored`, `MemoryForgotten`.
 //! - [`event`]: what every stored event carries ([`EventMetadata`], [`RecordedEvent`]), the CloudEvents type
 //!   naming (`jarvis.<context>.<EventType>.v<N>`), and [`AnyEvent`], the registry that decodes any event on the bus.
 //! - [`schema`]: JSON Schemas of every event type, written to `schemas/` and checked for drift by a test.
 
 pub mod backtest;
+pub mod chat;
 pub mod event;
 pub mod market;
+pub mod memory;
 pub mod schema;
 pub mod trading;
 pub mod values;
