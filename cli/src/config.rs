@@ -35,6 +35,9 @@ pub struct Config {
     /// `[paper]`: the paper venue's fill model.
     #[serde(default)]
     pub paper: jarvis_domain::trading::paper::PaperConfig,
+    /// `[llm]`: the LLM router (off without providers).
+    #[serde(default)]
+    pub llm: jarvis_agents::llm::LlmConfig,
 }
 
 /// `[portfolio]`: what the paper portfolio opens with.
@@ -257,6 +260,7 @@ impl Config {
         self.paper
             .validate()
             .map_err(|e| anyhow::anyhow!("paper: {e}"))?;
+        self.llm.validate().map_err(|e| anyhow::anyhow!(e))?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::llm::{LlmEvent, LlmLedger};
 use crate::market::{MarketFeed, MarketFeedEvent};
 use crate::trading::order::{Order, OrderEvent};
 use crate::trading::paper::{PaperEvent, PaperVenue};
@@ -49,7 +50,8 @@ event_types!(
     OrderEvent,
     PortfolioEvent,
     RiskEvent,
-    PaperEvent
+    PaperEvent,
+    LlmEvent
 );
 
 /// The bounded context of a stored aggregate type, if Jarvis knows it.
@@ -60,6 +62,7 @@ pub fn context_of(aggregate_type: &str) -> Option<&'static str> {
         Portfolio::TYPE => Some(Portfolio::CONTEXT),
         RiskBook::TYPE => Some(RiskBook::CONTEXT),
         PaperVenue::TYPE => Some(PaperVenue::CONTEXT),
+        LlmLedger::TYPE => Some(LlmLedger::CONTEXT),
         _ => None,
     }
 }
@@ -259,6 +262,8 @@ pub enum AnyEvent {
     Risk(RiskEvent),
     /// An event of the `PaperVenue` (context `execution`).
     Execution(PaperEvent),
+    /// An event of an `LlmLedger` (context `llm`).
+    Llm(LlmEvent),
 }
 
 /// Decodes the body of `event_type` at `version` as an event of the enum `E`.
@@ -316,6 +321,7 @@ impl AnyEvent {
             PaperVenue::CONTEXT => {
                 decode_as(ce_type, event_type, version, data).map(Self::Execution)
             }
+            LlmLedger::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Llm),
             _ => Err(DecodeError::UnknownType(ce_type.to_string())),
         }
     }
@@ -328,6 +334,7 @@ impl AnyEvent {
             Self::Portfolio(e) => e.event_type(),
             Self::Risk(e) => e.event_type(),
             Self::Execution(e) => e.event_type(),
+            Self::Llm(e) => e.event_type(),
         }
     }
 }
@@ -401,6 +408,7 @@ mod tests {
             ("Portfolio", "portfolio"),
             ("RiskBook", "risk"),
             ("PaperVenue", "execution"),
+            ("LlmLedger", "llm"),
         ] {
             assert_eq!(context_of(aggregate), Some(context));
         }

@@ -4,11 +4,13 @@
 //! - [`values`]: checked newtypes (`Symbol`) and the [`Candle`] value.
 //! - [`market`]: the `MarketFeed` aggregate (one per symbol and UTC day) and its `CandleClosed` event.
 //! - [`trading`]: the `Order`, `Portfolio` and `RiskBook` aggregates (see `docs/adr/0002-trading-domain.md`).
+//! - [`llm`]: the `LlmLedger` aggregate (one per UTC day): LLM calls, their cost and the budgets.
 //! - [`event`]: what every stored event carries ([`EventMetadata`], [`RecordedEvent`]), the CloudEvents type
 //!   naming (`jarvis.<context>.<EventType>.v<N>`), and [`AnyEvent`], the registry that decodes any event on the bus.
 //! - [`schema`]: JSON Schemas of every event type, written to `schemas/` and checked for drift by a test.
 
 pub mod event;
+pub mod llm;
 pub mod market;
 pub mod schema;
 pub mod trading;

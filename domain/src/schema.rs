@@ -8,6 +8,7 @@ use schemars::{schema_for, JsonSchema};
 use serde_json::{Map, Value};
 
 use crate::event::{EventTypes, JarvisAggregate};
+use crate::llm::{LlmEvent, LlmLedger};
 use crate::market::{MarketFeed, MarketFeedEvent};
 use crate::trading::order::{Order, OrderEvent};
 use crate::trading::paper::{PaperEvent, PaperVenue};
@@ -22,6 +23,7 @@ pub fn all() -> Vec<(String, Value)> {
     out.extend(of::<PortfolioEvent>(Portfolio::CONTEXT));
     out.extend(of::<RiskEvent>(RiskBook::CONTEXT));
     out.extend(of::<PaperEvent>(PaperVenue::CONTEXT));
+    out.extend(of::<LlmEvent>(LlmLedger::CONTEXT));
     out
 }
 
@@ -83,7 +85,7 @@ mod tests {
     fn every_event_type_has_a_schema_and_no_file_is_stale() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas");
         let names: Vec<String> = super::all().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names.len(), 1 + 6 + 4 + 5 + 4, "{names:?}");
+        assert_eq!(names.len(), 1 + 6 + 4 + 5 + 4 + 6, "{names:?}");
         for entry in std::fs::read_dir(&dir).unwrap() {
             let file = entry.unwrap().file_name().to_string_lossy().into_owned();
             if file.ends_with(".json") {
