@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jarvis_agents::llm::config::{Price, ProviderConfig, ProviderKind};
+use jarvis_agents::llm::provider::{Message, ToolSpec};
+use jarvis_agents::llm::resilience::BreakerState;
 use jarvis_agents::llm::router::prompt_hash;
 use jarvis_agents::llm::usage::{recorded_answer, usage};
 use jarvis_agents::llm::{AskError, AskRequest, LlmConfig, LlmRouter};
-use jarvis_agents::llm::provider::{Message, ToolSpec};
-use jarvis_agents::llm::resilience::BreakerState;
 use jarvis_domain::llm::{LlmEvent, OnCap};
 use jarvis_store::EventStore;
 use jarvis_testkit::fakes::ollama::FakeOllama;
@@ -105,23 +105,35 @@ async fn routes_by_task_and_records_each_call() {
     let router = LlmRouter::new(
         config(
             vec![
-                ("groq", openai(&groq.url(), Some("gsk_testkey0123456789abcdef"))),
+                (
+                    "groq",
+                    openai(&groq.url(), Some("gsk_testkey0123456789abcdef")),
+                ),
                 ("local", ollama(&local.url())),
             ],
             vec![
-                ("chat", vec!["local/llama3.2", "groq/llama-3.3-70b-versatile"]),
+                (
+                    "chat",
+                    vec!["local/llama3.2", "groq/llama-3.3-70b-versatile"],
+                ),
                 ("trading", vec!["groq/llama-3.3-70b-versatile"]),
             ],
         ),
         store.clone(),
     );
     let chat = router.ask(ask("chat", "hello there")).await.unwrap();
-    assert_eq!((chat.provider.as_str(), chat.model.as_str()), ("local", "llama3.2"));
+    assert_eq!(
+        (chat.provider.as_str(), chat.model.as_str()),
+        ("local", "llama3.2")
+    );
     assert_eq!(chat.answer, "local says hello");
     assert_eq!(chat.cost, Decimal::ZERO, "local models are free");
     let trade = router.ask(ask("trading", "SOL or ETH?")).await.unwrap();
     assert_eq!(trade.provider, "groq");
-    assert_eq!((trade.tokens_in, trade.tokens_out, trade.estimated), (20, 4, false));
+    assert_eq!(
+        (trade.tokens_in, trade.tokens_out, trade.estimated),
+        (20, 4, false)
+    );
     // 20 × 0.59 / 1e6 + 4 × 0.79 / 1e6 (the built-in price of llama-3.3-70b-versatile)
     assert_eq!(trade.cost, usd("0.00001496"));
     assert_eq!((groq.count(), local.count()), (1, 1));
@@ -131,14 +143,22 @@ async fn routes_by_task_and_records_each_call() {
     assert_eq!(sent.body["stream"], false);
     assert_eq!(sent.body["messages"][0]["content"], "hello there");
     let sent = &groq.received()[0];
-    assert_eq!(sent.authorization.as_deref(), Some("Bearer gsk_testkey0123456789abcdef"));
+    assert_eq!(
+        sent.authorization.as_deref(),
+        Some("Bearer gsk_testkey0123456789abcdef")
+    );
     assert_eq!(sent.body["model"], "llama-3.3-70b-versatile");
 
     let events = llm_events(&store).await;
     assert_eq!(count(&events, "LlmCallRequested"), 2);
     assert_eq!(count(&events, "LlmCallCompleted"), 2);
     match &events[0] {
-        LlmEvent::LlmCallRequested { task, route, prompt_hash: hash, .. } => {
+        LlmEvent::LlmCallRequested {
+            task,
+            route,
+            prompt_hash: hash,
+            ..
+        } => {
             assert_eq!(task, "chat");
             assert_eq!(route, &["local/llama3.2", "groq/llama-3.3-70b-versatile"]);
             assert_eq!(hash, &prompt_hash(&[Message::new("user", "hello there")]));
@@ -146,8 +166,14 @@ async fn routes_by_task_and_records_each_call() {
         other => panic!("{other:?}"),
     }
     // Backtests replay by prompt hash.
-    let replay = recorded_answer(&store, &chat.prompt_hash).await.unwrap().unwrap();
-    assert_eq!((replay.response.as_str(), replay.provider.as_str()), ("local says hello", "local"));
+    let replay = recorded_answer(&store, &chat.prompt_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (replay.response.as_str(), replay.provider.as_str()),
+        ("local says hello", "local")
+    );
     assert!(recorded_answer(&store, "nope").await.unwrap().is_none());
     let u = usage(&store).await.unwrap();
     assert_eq!(u.total.calls, 2);
@@ -173,7 +199,10 @@ async fn falls_back_on_server_errors_and_unreachable_providers() {
             ("broken", openai(&broken.url(), None)),
             ("good", openai(&good.url(), None)),
         ],
-        vec![("chat", vec!["down/gpt-4o-mini", "broken/gpt-4o-mini", "good/gpt-4o-mini"])],
+        vec![(
+            "chat",
+            vec!["down/gpt-4o-mini", "broken/gpt-4o-mini", "good/gpt-4o-mini"],
+        )],
     );
     c.retries = 2;
     let router = LlmRouter::new(c, store.clone());
@@ -183,10 +212,18 @@ async fn falls_back_on_server_errors_and_unreachable_providers() {
     // Every provider failing is an event, and a clear error naming each.
     good.set_default(Reply::status(503));
     let err = router.ask(ask("chat", "hi")).await.unwrap_err();
-    let AskError::Failed(reason) = &err else { panic!("{err:?}") };
+    let AskError::Failed(reason) = &err else {
+        panic!("{err:?}")
+    };
     assert!(reason.contains("down/gpt-4o-mini: unreachable"), "{reason}");
-    assert!(reason.contains("broken/gpt-4o-mini: server error 500"), "{reason}");
-    assert!(reason.contains("good/gpt-4o-mini: server error 503"), "{reason}");
+    assert!(
+        reason.contains("broken/gpt-4o-mini: server error 500"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("good/gpt-4o-mini: server error 503"),
+        "{reason}"
+    );
     let events = llm_events(&store).await;
     assert_eq!(count(&events, "LlmCallFailed"), 1);
     assert_eq!(count(&events, "LlmCallCompleted"), 1);
@@ -199,7 +236,10 @@ async fn circuit_breaker_opens_and_recovers() {
     flaky.set_default(Reply::status(502));
     let backup = FakeOllama::start().await;
     let mut c = config(
-        vec![("flaky", openai(&flaky.url(), None)), ("backup", ollama(&backup.url()))],
+        vec![
+            ("flaky", openai(&flaky.url(), None)),
+            ("backup", ollama(&backup.url())),
+        ],
         vec![("chat", vec!["flaky/gpt-4o-mini", "backup/llama3.2"])],
     );
     c.retries = 0;
@@ -207,18 +247,28 @@ async fn circuit_breaker_opens_and_recovers() {
     c.breaker_cooldown_ms = 200;
     let router = LlmRouter::new(c, store.clone());
     for _ in 0..2 {
-        assert_eq!(router.ask(ask("chat", "hi")).await.unwrap().provider, "backup");
+        assert_eq!(
+            router.ask(ask("chat", "hi")).await.unwrap().provider,
+            "backup"
+        );
     }
     assert_eq!(router.breakers()["flaky"], BreakerState::Open);
     // While open, the flaky provider is not even called.
-    assert_eq!(router.ask(ask("chat", "hi")).await.unwrap().provider, "backup");
+    assert_eq!(
+        router.ask(ask("chat", "hi")).await.unwrap().provider,
+        "backup"
+    );
     assert_eq!(flaky.count(), 2);
     // It recovers: after the cool-down one probe goes through and closes the breaker.
     flaky.set_default(Reply::text("back"));
-    let answer = eventually(Duration::from_secs(30), "the breaker to let a probe through", || async {
-        let a = router.ask(ask("chat", "hi")).await.unwrap();
-        (a.provider == "flaky").then_some(a)
-    })
+    let answer = eventually(
+        Duration::from_secs(30),
+        "the breaker to let a probe through",
+        || async {
+            let a = router.ask(ask("chat", "hi")).await.unwrap();
+            (a.provider == "flaky").then_some(a)
+        },
+    )
     .await;
     assert_eq!(answer.answer, "back");
     assert_eq!(router.breakers()["flaky"], BreakerState::Closed);
@@ -231,7 +281,10 @@ async fn retry_after_is_honoured_on_429() {
     limited.push([Reply::rate_limited(1)]);
     limited.set_default(Reply::text("after the wait"));
     let router = LlmRouter::new(
-        config(vec![("groq", openai(&limited.url(), None))], vec![("chat", vec!["groq/llama-3.1-8b-instant"])]),
+        config(
+            vec![("groq", openai(&limited.url(), None))],
+            vec![("chat", vec!["groq/llama-3.1-8b-instant"])],
+        ),
         store,
     );
     let answer = router.ask(ask("chat", "hi")).await.unwrap();
@@ -246,11 +299,20 @@ async fn retry_after_is_honoured_on_429() {
 async fn a_slow_provider_times_out_and_never_hangs_the_caller() {
     let (_db, store) = fresh_store().await;
     let slow = FakeOpenAi::start().await;
-    slow.set_default(Reply::slow(Duration::from_secs(3600), Reply::text("too late")));
+    slow.set_default(Reply::slow(
+        Duration::from_secs(3600),
+        Reply::text("too late"),
+    ));
     let quick = FakeOllama::start().await;
     let mut c = config(
-        vec![("slow", openai(&slow.url(), None)), ("quick", ollama(&quick.url()))],
-        vec![("chat", vec!["slow/gpt-4o", "quick/llama3.2"]), ("only_slow", vec!["slow/gpt-4o"])],
+        vec![
+            ("slow", openai(&slow.url(), None)),
+            ("quick", ollama(&quick.url())),
+        ],
+        vec![
+            ("chat", vec!["slow/gpt-4o", "quick/llama3.2"]),
+            ("only_slow", vec!["slow/gpt-4o"]),
+        ],
     );
     c.timeout_ms = 200;
     let router = LlmRouter::new(c, store);
@@ -307,7 +369,10 @@ async fn budget_alerts_then_refuses_at_the_cap() {
         }
         assert!(answered < 10, "never refused");
     };
-    assert!(matches!(refusal, AskError::Refused(ref m) if m.contains("budget")), "{refusal:?}");
+    assert!(
+        matches!(refusal, AskError::Refused(ref m) if m.contains("budget")),
+        "{refusal:?}"
+    );
     // 0.015, 0.030 (alert at 0.02), 0.045: the third crosses the 0.04 cap, and is the only one that may.
     assert_eq!(answered, 3);
     assert_eq!(paid.count(), 3);
@@ -325,15 +390,23 @@ async fn at_the_cap_downgrade_mode_goes_local() {
     let paid = FakeOpenAi::start().await;
     let local = FakeOllama::start().await;
     local.set_default(Reply::text("local answer"));
-    let router = LlmRouter::new(priced(&paid, Some(&local), "0.02", OnCap::Downgrade), store.clone());
+    let router = LlmRouter::new(
+        priced(&paid, Some(&local), "0.02", OnCap::Downgrade),
+        store.clone(),
+    );
     let first = router.ask(ask("chat", "hi")).await.unwrap();
     assert_eq!((first.provider.as_str(), first.downgraded), ("paid", false));
     let second = router.ask(ask("chat", "hi")).await.unwrap();
     assert_eq!(second.provider, "paid", "one call may cross the cap");
     let third = router.ask(ask("chat", "hi")).await.unwrap();
-    assert_eq!((third.provider.as_str(), third.downgraded, third.cost), ("local", true, Decimal::ZERO));
+    assert_eq!(
+        (third.provider.as_str(), third.downgraded, third.cost),
+        ("local", true, Decimal::ZERO)
+    );
     let events = llm_events(&store).await;
-    assert!(events.iter().any(|e| matches!(e, LlmEvent::BudgetExceeded { action, .. } if action == "downgraded")));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, LlmEvent::BudgetExceeded { action, .. } if action == "downgraded")));
     assert_eq!(usage(&store).await.unwrap().days[0].downgraded_calls, 1);
 }
 
@@ -353,7 +426,9 @@ async fn concurrent_callers_in_two_processes_exceed_the_cap_by_at_most_one_call(
     let mut tasks = Vec::new();
     for i in 0..16 {
         let router = routers[i % 2].clone();
-        tasks.push(tokio::spawn(async move { router.ask(ask("chat", "hi")).await }));
+        tasks.push(tokio::spawn(
+            async move { router.ask(ask("chat", "hi")).await },
+        ));
     }
     let mut answered = 0;
     for t in tasks {
@@ -363,9 +438,17 @@ async fn concurrent_callers_in_two_processes_exceed_the_cap_by_at_most_one_call(
             Err(e) => panic!("{e}"),
         }
     }
-    let spent = routers[0].ledger(chrono::Utc::now()).await.unwrap().total().cost;
+    let spent = routers[0]
+        .ledger(chrono::Utc::now())
+        .await
+        .unwrap()
+        .total()
+        .cost;
     assert_eq!(spent, usd("0.015") * Decimal::from(answered));
-    assert!(spent <= usd("0.05") + usd("0.015"), "spent {spent} with {answered} calls");
+    assert!(
+        spent <= usd("0.05") + usd("0.015"),
+        "spent {spent} with {answered} calls"
+    );
     assert!(answered >= 1);
     assert_eq!(paid.count(), answered as usize);
 }
@@ -374,21 +457,36 @@ async fn concurrent_callers_in_two_processes_exceed_the_cap_by_at_most_one_call(
 async fn cost_is_exact_and_missing_usage_is_estimated() {
     let (_db, store) = fresh_store().await;
     let groq = FakeOpenAi::start().await;
-    groq.push([Reply::with_usage("a", 1234, 567), Reply::without_usage("twelve chars")]);
+    groq.push([
+        Reply::with_usage("a", 1234, 567),
+        Reply::without_usage("twelve chars"),
+    ]);
     let router = LlmRouter::new(
-        config(vec![("groq", openai(&groq.url(), None))], vec![("chat", vec!["groq/llama-3.3-70b-versatile"])]),
+        config(
+            vec![("groq", openai(&groq.url(), None))],
+            vec![("chat", vec!["groq/llama-3.3-70b-versatile"])],
+        ),
         store.clone(),
     );
     let a = router.ask(ask("chat", "hi")).await.unwrap();
     assert_eq!(a.cost, usd("0.00117599"));
     assert!(!a.estimated);
-    let b = router.ask(ask("chat", "a prompt of 28 bytes exactly")).await.unwrap();
+    let b = router
+        .ask(ask("chat", "a prompt of 28 bytes exactly"))
+        .await
+        .unwrap();
     assert!(b.estimated);
     assert_eq!((b.tokens_in, b.tokens_out), (7 + 4, 3));
     let u = usage(&store).await.unwrap();
     assert_eq!(u.total.estimated_calls, 1);
     assert_eq!(u.total.cost_usd, usd("0.00117599") + b.cost);
-    assert!(llm_events(&store).await.iter().any(|e| matches!(e, LlmEvent::LlmCallCompleted { estimated: true, .. })));
+    assert!(llm_events(&store).await.iter().any(|e| matches!(
+        e,
+        LlmEvent::LlmCallCompleted {
+            estimated: true,
+            ..
+        }
+    )));
 }
 
 #[tokio::test]
@@ -396,17 +494,32 @@ async fn secrets_never_reach_the_events() {
     let (_db, store) = fresh_store().await;
     let groq = FakeOpenAi::start().await;
     let key = "plain-configured-key-42";
-    groq.set_default(Reply::text(format!("your key {key} and sk-proj-abcdefghijklmnopqrstuv")));
+    groq.set_default(Reply::text(format!(
+        "your key {key} and sk-proj-abcdefghijklmnopqrstuv"
+    )));
     let router = LlmRouter::new(
-        config(vec![("groq", openai(&groq.url(), Some(key)))], vec![("chat", vec!["groq/gpt-4o-mini"])]),
+        config(
+            vec![("groq", openai(&groq.url(), Some(key)))],
+            vec![("chat", vec!["groq/gpt-4o-mini"])],
+        ),
         store.clone(),
     );
     let answer = router
-        .ask(ask("chat", "my OPENAI_API_KEY=sk-live-0123456789abcdefghij and Bearer abcdefghijklmnop1234"))
+        .ask(ask(
+            "chat",
+            "my OPENAI_API_KEY=sk-live-0123456789abcdefghij and Bearer abcdefghijklmnop1234",
+        ))
         .await
         .unwrap();
-    assert!(!answer.answer.contains(key) && answer.answer.contains("[REDACTED]"), "{}", answer.answer);
-    assert_eq!(groq.received()[0].authorization.as_deref(), Some(&*format!("Bearer {key}")));
+    assert!(
+        !answer.answer.contains(key) && answer.answer.contains("[REDACTED]"),
+        "{}",
+        answer.answer
+    );
+    assert_eq!(
+        groq.received()[0].authorization.as_deref(),
+        Some(&*format!("Bearer {key}"))
+    );
     let leaks: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE payload::text LIKE '%' || $1 || '%' OR payload::text LIKE '%sk-live-0123%'
             OR payload::text LIKE '%abcdefghijklmnop1234%' OR payload::text LIKE '%sk-proj-abc%'",
@@ -425,7 +538,10 @@ async fn the_prompt_guard_flags_injections_and_limits_tools() {
     let groq = FakeOpenAi::start().await;
     let mut c = config(
         vec![("groq", openai(&groq.url(), None))],
-        vec![("chat", vec!["groq/gpt-4o-mini"]), ("trading", vec!["groq/gpt-4o-mini"])],
+        vec![
+            ("chat", vec!["groq/gpt-4o-mini"]),
+            ("trading", vec!["groq/gpt-4o-mini"]),
+        ],
     );
     c.tools = BTreeMap::from([("trading".to_string(), vec!["get_price".to_string()])]);
     let router = LlmRouter::new(c, store.clone());
@@ -438,7 +554,10 @@ async fn the_prompt_guard_flags_injections_and_limits_tools() {
         })
         .await
         .unwrap_err();
-    assert!(matches!(err, AskError::Refused(ref m) if m.contains("ignore_instructions")), "{err:?}");
+    assert!(
+        matches!(err, AskError::Refused(ref m) if m.contains("ignore_instructions")),
+        "{err:?}"
+    );
     assert_eq!(groq.count(), 0);
     // A task that cannot act: flagged, and passed on only as quoted data.
     router
@@ -448,13 +567,18 @@ async fn the_prompt_guard_flags_injections_and_limits_tools() {
         })
         .await
         .unwrap();
-    let sent = groq.received()[0].body["messages"][0]["content"].as_str().unwrap().to_string();
+    let sent = groq.received()[0].body["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(sent.contains("untrusted user-supplied text"), "{sent}");
     let events = llm_events(&store).await;
     let flagged: Vec<(String, Vec<String>)> = events
         .iter()
         .filter_map(|e| match e {
-            LlmEvent::PromptFlagged { action, patterns, .. } => Some((action.clone(), patterns.clone())),
+            LlmEvent::PromptFlagged {
+                action, patterns, ..
+            } => Some((action.clone(), patterns.clone())),
             _ => None,
         })
         .collect();
@@ -479,7 +603,8 @@ async fn the_prompt_guard_flags_injections_and_limits_tools() {
         })
         .await
         .unwrap();
-    let offered: Vec<&str> = groq.received()[1].body["tools"]
+    let received = groq.received();
+    let offered: Vec<&str> = received[1].body["tools"]
         .as_array()
         .unwrap()
         .iter()
@@ -497,17 +622,29 @@ async fn bad_requests_are_refused_before_anything_is_recorded() {
     let (_db, store) = fresh_store().await;
     let groq = FakeOpenAi::start().await;
     let router = LlmRouter::new(
-        config(vec![("groq", openai(&groq.url(), None))], vec![("chat", vec!["groq/gpt-4o-mini"])]),
+        config(
+            vec![("groq", openai(&groq.url(), None))],
+            vec![("chat", vec!["groq/gpt-4o-mini"])],
+        ),
         store.clone(),
     );
     let big = "x".repeat(1024 * 1024);
     for (request, expect) in [
-        (ask("nope", "hi"), "unknown task \"nope\": configured tasks are \"chat\""),
+        (
+            ask("nope", "hi"),
+            "unknown task \"nope\": configured tasks are \"chat\"",
+        ),
         (ask("chat", "  "), "the prompt is empty"),
-        (ask("chat", &big), "the prompt is 1048576 bytes; at most 65536"),
+        (
+            ask("chat", &big),
+            "the prompt is 1048576 bytes; at most 65536",
+        ),
     ] {
         let err = router.ask(request).await.unwrap_err();
-        assert!(matches!(err, AskError::BadRequest(_)) && err.to_string().contains(expect), "{err}");
+        assert!(
+            matches!(err, AskError::BadRequest(_)) && err.to_string().contains(expect),
+            "{err}"
+        );
     }
     assert!(llm_events(&store).await.is_empty());
     assert_eq!(groq.count(), 0);
@@ -521,13 +658,20 @@ async fn the_llm_service_answers_over_nats() {
     let groq = FakeOpenAi::start().await;
     groq.set_default(Reply::with_usage("over nats", 100, 10));
     let router = Arc::new(LlmRouter::new(
-        config(vec![("groq", openai(&groq.url(), None))], vec![("chat", vec!["groq/gpt-4o-mini"])]),
+        config(
+            vec![("groq", openai(&groq.url(), None))],
+            vec![("chat", vec!["groq/gpt-4o-mini"])],
+        ),
         store,
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(jarvis_agents::llm::service::serve_commands(router, client.clone(), async {
-        let _ = stopped.await;
-    }));
+    let service = tokio::spawn(jarvis_agents::llm::service::serve_commands(
+        router,
+        client.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let request = |subject: &'static str, body: Value| {
         let client = client.clone();
         async move {
@@ -539,16 +683,31 @@ async fn the_llm_service_answers_over_nats() {
             .await
         }
     };
-    let reply = request("jarvis.cmd.llm.ask", json!({"task": "chat", "prompt": "hello"})).await;
+    let reply = request(
+        "jarvis.cmd.llm.ask",
+        json!({"task": "chat", "prompt": "hello"}),
+    )
+    .await;
     let answer: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(answer["answer"], "over nats");
     assert_eq!(answer["provider"], "groq");
     // 100 × 0.15 / 1e6 + 10 × 0.6 / 1e6
     assert_eq!(answer["cost"], "0.000021");
-    let reply = request("jarvis.cmd.llm.ask", json!({"task": "nope", "prompt": "hello"})).await;
+    let reply = request(
+        "jarvis.cmd.llm.ask",
+        json!({"task": "nope", "prompt": "hello"}),
+    )
+    .await;
     let headers = reply.headers.unwrap();
-    assert_eq!(headers.get("Nats-Service-Error-Code").unwrap().as_str(), "400");
-    assert!(headers.get("Nats-Service-Error").unwrap().as_str().contains("unknown task"));
+    assert_eq!(
+        headers.get("Nats-Service-Error-Code").unwrap().as_str(),
+        "400"
+    );
+    assert!(headers
+        .get("Nats-Service-Error")
+        .unwrap()
+        .as_str()
+        .contains("unknown task"));
     let reply = request("jarvis.cmd.llm.usage", json!({})).await;
     let usage: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(usage["usage"]["total"]["calls"], 1);
@@ -568,7 +727,8 @@ fn jarvis(db: &TestDb, config: &std::path::Path, args: &[&str]) -> Command {
     cmd
 }
 
-#[tokio::test]
+// The CLI runs as a child process while this test blocks on it: the fake needs a worker thread of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_ask_and_usage() {
     let (db, store) = fresh_store().await;
     let groq = FakeOpenAi::start().await;
@@ -584,18 +744,36 @@ async fn cli_ask_and_usage() {
         ),
     )
     .unwrap();
-    let out = jarvis(&db, &path, &["llm", "ask", "hello from the shell", "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = jarvis(
+        &db,
+        &path,
+        &["llm", "ask", "hello from the shell", "--json"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["answer"], "from the cli");
     // 1000 × 0.05 / 1e6 + 100 × 0.08 / 1e6
     assert_eq!(answer["cost"], "0.000058");
-    let out = jarvis(&db, &path, &["llm", "ask", "plain"]).output().unwrap();
+    let out = jarvis(&db, &path, &["llm", "ask", "plain"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "from the cli");
 
-    let out = jarvis(&db, &path, &["llm", "usage", "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = jarvis(&db, &path, &["llm", "usage", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let usage: Value = serde_json::from_slice(&out.stdout).unwrap();
     let day = &usage["days"][0];
     assert_eq!(day["calls"], 2);
@@ -608,13 +786,26 @@ async fn cli_ask_and_usage() {
     // Bad input: exit 2 with a clear message, and nothing recorded.
     let before = llm_events(&store).await.len();
     let expect_2 = |out: std::process::Output, what: &str| {
-        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(err.contains(what), "{err}");
         assert!(!err.contains("gsk_cli_secret"), "{err}");
     };
-    expect_2(jarvis(&db, &path, &["llm", "ask", "hi", "--task", "nope"]).output().unwrap(), "unknown task \"nope\"");
-    expect_2(jarvis(&db, &path, &["llm", "ask", ""]).output().unwrap(), "the prompt is empty");
+    expect_2(
+        jarvis(&db, &path, &["llm", "ask", "hi", "--task", "nope"])
+            .output()
+            .unwrap(),
+        "unknown task \"nope\"",
+    );
+    expect_2(
+        jarvis(&db, &path, &["llm", "ask", ""]).output().unwrap(),
+        "the prompt is empty",
+    );
     let piped = |input: Vec<u8>| {
         let mut child = jarvis(&db, &path, &["llm", "ask", "-"])
             .stdin(Stdio::piped())
@@ -632,14 +823,26 @@ async fn cli_ask_and_usage() {
         out
     };
     expect_2(piped(vec![b'x'; 1024 * 1024]), "over 65536 bytes");
-    expect_2(piped(vec![b'o', b'k', 0xff, 0xfe]), "not UTF-8 (invalid byte at offset 2)");
+    expect_2(
+        piped(vec![b'o', b'k', 0xff, 0xfe]),
+        "not UTF-8 (invalid byte at offset 2)",
+    );
     assert_eq!(llm_events(&store).await.len(), before);
     assert_eq!(groq.count(), 2);
 
     std::fs::write(&path, "[llm.providers.groq]\nkind = \"openai\"\nbase_url = \"http://x\"\n[llm.routes]\nchat = [\"nope/m\"]\n").unwrap();
-    expect_2(jarvis(&db, &path, &["llm", "usage"]).output().unwrap(), "llm.routes.chat");
+    expect_2(
+        jarvis(&db, &path, &["llm", "usage"]).output().unwrap(),
+        "llm.routes.chat",
+    );
     std::fs::write(&path, "[llm.budget]\non_cap = \"explode\"\n").unwrap();
-    expect_2(jarvis(&db, &path, &["llm", "usage"]).output().unwrap(), "explode");
+    expect_2(
+        jarvis(&db, &path, &["llm", "usage"]).output().unwrap(),
+        "explode",
+    );
     std::fs::write(&path, "").unwrap();
-    expect_2(jarvis(&db, &path, &["llm", "ask", "hi"]).output().unwrap(), "no LLM provider is configured");
+    expect_2(
+        jarvis(&db, &path, &["llm", "ask", "hi"]).output().unwrap(),
+        "no LLM provider is configured",
+    );
 }

@@ -114,7 +114,11 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: LlmCommand) -> anyhow::R
                     "-- {}/{}{} · {} in / {} out tokens{} · {} USD · {} ms",
                     answer.provider,
                     answer.model,
-                    if answer.downgraded { " (downgraded at the budget cap)" } else { "" },
+                    if answer.downgraded {
+                        " (downgraded at the budget cap)"
+                    } else {
+                        ""
+                    },
                     answer.tokens_in,
                     answer.tokens_out,
                     if answer.estimated { " (estimated)" } else { "" },
@@ -193,7 +197,8 @@ pub fn spawn_service(
     let router = Arc::new(LlmRouter::new(config.llm.clone(), store.clone()));
     let client = client.clone();
     Some(tokio::spawn(async move {
-        if let Err(e) = jarvis_agents::llm::service::serve_commands(router, client, shutdown).await {
+        if let Err(e) = jarvis_agents::llm::service::serve_commands(router, client, shutdown).await
+        {
             tracing::error!(cause = %e, "the llm service failed; jarvis.cmd.llm.* is unavailable");
         }
     }))

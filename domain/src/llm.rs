@@ -475,7 +475,8 @@ impl LlmLedger {
         let downgrade = downgrade.filter(|d| {
             budget.on_cap == OnCap::Downgrade
                 && !d.route.is_empty()
-                && (d.worst_case_usd.is_zero() || Self::blocking(&scopes, d.worst_case_usd).is_none())
+                && (d.worst_case_usd.is_zero()
+                    || Self::blocking(&scopes, d.worst_case_usd).is_none())
         });
         let exceeded = |action: &str| LlmEvent::BudgetExceeded {
             call_id,
@@ -536,7 +537,10 @@ impl LlmLedger {
             at,
         }];
         // Alerts once per scope and day, when this call's cost takes the spend to the threshold.
-        let task_spent = self.by_task.get(&call.task).map_or(Decimal::ZERO, |t| t.cost);
+        let task_spent = self
+            .by_task
+            .get(&call.task)
+            .map_or(Decimal::ZERO, |t| t.cost);
         let scopes = [
             ("day".to_string(), budget.daily_usd, self.total.cost),
             (format!("task:{}", call.task), budget.task_usd, task_spent),
@@ -843,7 +847,12 @@ mod tests {
                 requested(1, "0.6", "groq/llama", false),
                 completed(1, "1.1"),
             ])
-            .when(request(2, "0.1", budget("1", OnCap::Downgrade), Some(local)))
+            .when(request(
+                2,
+                "0.1",
+                budget("1", OnCap::Downgrade),
+                Some(local),
+            ))
             .then_expect_events(vec![
                 exceeded(2, "1.1", "0", "downgraded"),
                 requested(2, "0", "local/llama3.2", true),

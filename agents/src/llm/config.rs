@@ -330,7 +330,9 @@ impl LlmConfig {
                 ));
             }
             if p.timeout_ms == Some(0) {
-                return Err(format!("llm.providers.{name}.timeout_ms = 0: must be positive"));
+                return Err(format!(
+                    "llm.providers.{name}.timeout_ms = 0: must be positive"
+                ));
             }
         }
         let check_route = |key: &str, route: &[String]| -> Result<(), String> {
@@ -358,7 +360,9 @@ impl LlmConfig {
         }
         for task in self.budget.tasks.keys().chain(self.tools.keys()) {
             if !self.routes.contains_key(task) {
-                return Err(format!("llm: task {task:?} has a budget or tools but no route in [llm.routes]"));
+                return Err(format!(
+                    "llm: task {task:?} has a budget or tools but no route in [llm.routes]"
+                ));
             }
         }
         let bad_money = |key: String, v: Decimal| -> Result<(), String> {
@@ -378,7 +382,8 @@ impl LlmConfig {
             bad_money(format!("llm.prices.\"{model}\".input"), p.input)?;
             bad_money(format!("llm.prices.\"{model}\".output"), p.output)?;
         }
-        if self.budget.alert_fraction <= Decimal::ZERO || self.budget.alert_fraction > Decimal::ONE {
+        if self.budget.alert_fraction <= Decimal::ZERO || self.budget.alert_fraction > Decimal::ONE
+        {
             return Err(format!(
                 "llm.budget.alert_fraction = {}: must be in (0, 1]",
                 self.budget.alert_fraction
@@ -430,8 +435,14 @@ mod tests {
     fn prices_come_from_config_then_table_then_kind() {
         let c = sample();
         let t = |s: &str| Target::parse(s).unwrap();
-        assert_eq!(c.price(&t("groq/llama-3.3-70b-versatile")).input, Decimal::new(6, 1));
-        assert_eq!(c.price(&t("groq/llama-3.1-8b-instant")).output, Decimal::new(8, 2));
+        assert_eq!(
+            c.price(&t("groq/llama-3.3-70b-versatile")).input,
+            Decimal::new(6, 1)
+        );
+        assert_eq!(
+            c.price(&t("groq/llama-3.1-8b-instant")).output,
+            Decimal::new(8, 2)
+        );
         assert_eq!(c.price(&t("local/llama3.2")), Price::FREE);
         assert_eq!(c.price(&t("groq/whatever")), c.unknown_price);
         assert_eq!(c.downgrade_route("chat"), vec![t("local/llama3.2")]);
@@ -444,7 +455,10 @@ mod tests {
             output: Decimal::new(79, 2),
         };
         // 1234 × 0.59 / 1e6 + 567 × 0.79 / 1e6 = 0.00072806 + 0.00044793
-        assert_eq!(p.cost(1234, 567), Decimal::from_str_exact("0.00117599").unwrap());
+        assert_eq!(
+            p.cost(1234, 567),
+            Decimal::from_str_exact("0.00117599").unwrap()
+        );
         assert_eq!(Price::FREE.cost(10, 10), Decimal::ZERO);
     }
 
@@ -454,13 +468,22 @@ mod tests {
         assert_eq!(c.validate(), Ok(()));
         c.routes.insert("x".into(), vec!["nope/m".into()]);
         let err = c.validate().unwrap_err();
-        assert!(err.contains("llm.routes.x") && err.contains("\"nope\""), "{err}");
+        assert!(
+            err.contains("llm.routes.x") && err.contains("\"nope\""),
+            "{err}"
+        );
         let mut c = sample();
         c.providers.get_mut("groq").unwrap().base_url = "ftp://x".into();
-        assert!(c.validate().unwrap_err().contains("llm.providers.groq.base_url"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("llm.providers.groq.base_url"));
         let mut c = sample();
         c.budget.daily_usd = Some(Decimal::NEGATIVE_ONE);
-        assert!(c.validate().unwrap_err().contains("llm.budget.daily_usd = -1"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("llm.budget.daily_usd = -1"));
         let mut c = sample();
         c.routes.insert("y".into(), vec!["groq".into()]);
         assert!(c.validate().unwrap_err().contains("provider/model"));

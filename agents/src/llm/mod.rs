@@ -24,4 +24,4 @@ pub mod service;
 pub mod usage;
 
 pub use config::LlmConfig;
-pub use router::{AskError, AskRequest, Answer, LlmRouter};
+pub use router::{Answer, AskError, AskRequest, LlmRouter};

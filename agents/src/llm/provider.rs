@@ -432,7 +432,10 @@ mod tests {
             "message": {"role": "assistant", "content": "hi"}, "done": true,
             "prompt_eval_count": 26, "eval_count": 3});
         let r = OllamaClient::parse(&v).unwrap();
-        assert_eq!((r.text.as_str(), r.tokens_in, r.tokens_out), ("hi", Some(26), Some(3)));
+        assert_eq!(
+            (r.text.as_str(), r.tokens_in, r.tokens_out),
+            ("hi", Some(26), Some(3))
+        );
     }
 
     #[test]
@@ -440,7 +443,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "2".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
-        h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), None);
     }
 }

@@ -107,7 +107,21 @@ mod tests {
         for case in cases {
             let out = redact(case);
             assert!(out.contains(REDACTED), "not redacted: {case} -> {out}");
-            for secret in ["abcdefghijklmnop", "0123456789abcdef", "AbCdEfGh", "ghi_jkl", "hunter2", "zzzzzzzz", "horsebattery", "IOSFODNN", "AAHdqTcv", "174,47,154", "4NMwxzmY", "MIIEvQ", "dozjgNry"] {
+            for secret in [
+                "abcdefghijklmnop",
+                "0123456789abcdef",
+                "AbCdEfGh",
+                "ghi_jkl",
+                "hunter2",
+                "zzzzzzzz",
+                "horsebattery",
+                "IOSFODNN",
+                "AAHdqTcv",
+                "174,47,154",
+                "4NMwxzmY",
+                "MIIEvQ",
+                "dozjgNry",
+            ] {
                 assert!(!out.contains(secret), "{case} -> {out}");
             }
         }
@@ -115,7 +129,8 @@ mod tests {
 
     #[test]
     fn ordinary_text_is_left_alone() {
-        let text = "Buy SOL at 142.5 USDT? The token's momentum is positive; risk 2% of the portfolio.";
+        let text =
+            "Buy SOL at 142.5 USDT? The token's momentum is positive; risk 2% of the portfolio.";
         assert_eq!(redact(text), text);
         assert_eq!(redact("api_key=[REDACTED]"), "api_key=[REDACTED]");
     }
@@ -123,7 +138,10 @@ mod tests {
     #[test]
     fn configured_keys_of_any_shape_are_removed() {
         let r = Redactor::with_secrets(["plainkey42".to_string(), "abc".to_string()]);
-        assert_eq!(r.redact("use plainkey42 with abc"), "use [REDACTED] with abc");
+        assert_eq!(
+            r.redact("use plainkey42 with abc"),
+            "use [REDACTED] with abc"
+        );
         assert!(!format!("{r:?}").contains("plainkey42"));
     }
 }

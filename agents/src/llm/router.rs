@@ -134,7 +134,11 @@ pub fn check_request(config: &LlmConfig, request: &AskRequest) -> Result<Vec<Tar
     if request.prompt.trim().is_empty() {
         return Err(AskError::BadRequest("the prompt is empty".into()));
     }
-    if request.user_text.as_deref().is_some_and(|t| t.trim().is_empty()) {
+    if request
+        .user_text
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
         return Err(AskError::BadRequest("user_text is empty".into()));
     }
     let size = request.prompt.len()
@@ -196,12 +200,8 @@ impl LlmRouter {
                 )
             })
             .collect();
-        let redactor = Redactor::with_secrets(
-            config
-                .providers
-                .values()
-                .filter_map(|p| p.api_key.clone()),
-        );
+        let redactor =
+            Redactor::with_secrets(config.providers.values().filter_map(|p| p.api_key.clone()));
         Self {
             cqrs: store.snapshot_cqrs::<LlmLedger>(SNAPSHOT_EVERY, ()),
             store,
@@ -282,7 +282,12 @@ impl LlmRouter {
             if !hits.is_empty() {
                 let action = if can_act { "refused" } else { "quoted" };
                 let text_hash = format!("{:x}", Sha256::digest(text.as_bytes()));
-                let excerpt: String = self.redactor.redact(text).chars().take(EXCERPT_CHARS).collect();
+                let excerpt: String = self
+                    .redactor
+                    .redact(text)
+                    .chars()
+                    .take(EXCERPT_CHARS)
+                    .collect();
                 self.execute(
                     &ledger,
                     LlmCommand::FlagPrompt {
@@ -327,7 +332,9 @@ impl LlmRouter {
                 task: request.task.clone(),
                 route: route.iter().map(Target::to_string).collect(),
                 prompt_hash: hash.clone(),
-                prompt: self.redactor.redact(&serde_json::to_string(&messages).unwrap_or_default()),
+                prompt: self
+                    .redactor
+                    .redact(&serde_json::to_string(&messages).unwrap_or_default()),
                 // Tokens never outnumber bytes: the byte count bounds the input side from above.
                 worst_case_usd: self.worst_case(&route, input_bytes as u64),
                 budget: self.budget(&request.task),
@@ -361,7 +368,9 @@ impl LlmRouter {
             .collect();
         let mut failures = Vec::new();
         for step in &admitted.route {
-            let Ok(target) = Target::parse(step) else { continue };
+            let Ok(target) = Target::parse(step) else {
+                continue;
+            };
             let chat = ChatRequest {
                 model: target.model.clone(),
                 messages: messages.clone(),
@@ -372,8 +381,17 @@ impl LlmRouter {
                 Ok((response, latency_ms)) => {
                     return self
                         .complete(
-                            &ledger, &metadata, call_id, &request.task, &target, &messages,
-                            response, latency_ms, admitted.downgraded, hash, &allowlist,
+                            &ledger,
+                            &metadata,
+                            call_id,
+                            &request.task,
+                            &target,
+                            &messages,
+                            response,
+                            latency_ms,
+                            admitted.downgraded,
+                            hash,
+                            &allowlist,
                         )
                         .await;
                 }
@@ -433,7 +451,10 @@ impl LlmRouter {
                 ProviderError::RateLimited {
                     retry_after: Some(d),
                 } => (d.as_millis() as u64 <= self.config.max_retry_after_ms).then_some(*d),
-                _ => Some(backoff(Duration::from_millis(self.config.backoff_ms), attempt)),
+                _ => Some(backoff(
+                    Duration::from_millis(self.config.backoff_ms),
+                    attempt,
+                )),
             };
             match wait {
                 Some(wait) => tokio::time::sleep(wait).await,
@@ -463,7 +484,12 @@ impl LlmRouter {
         let (tokens_in, tokens_out, estimated) = match (response.tokens_in, response.tokens_out) {
             (Some(i), Some(o)) => (i, o, false),
             (i, o) => (
-                i.unwrap_or_else(|| messages.iter().map(|m| estimate_tokens(&m.content) + 4).sum()),
+                i.unwrap_or_else(|| {
+                    messages
+                        .iter()
+                        .map(|m| estimate_tokens(&m.content) + 4)
+                        .sum()
+                }),
                 o.unwrap_or_else(|| estimate_tokens(&response.text)),
                 true,
             ),
@@ -552,7 +578,10 @@ mod tests {
     fn hashes_are_stable_and_estimates_round_up() {
         let m = vec![Message::new("user", "hello")];
         assert_eq!(prompt_hash(&m), prompt_hash(&m.clone()));
-        assert_ne!(prompt_hash(&m), prompt_hash(&[Message::new("user", "hello!")]));
+        assert_ne!(
+            prompt_hash(&m),
+            prompt_hash(&[Message::new("user", "hello!")])
+        );
         assert_eq!(prompt_hash(&m).len(), 64);
         assert_eq!(estimate_tokens("abcde"), 2);
         assert_eq!(estimate_tokens(""), 0);

@@ -113,7 +113,9 @@ pub async fn usage(store: &EventStore) -> Result<Usage, StoreError> {
                 }
             }
             LlmEvent::LlmCallFailed { .. } => day.failed_calls += 1,
-            LlmEvent::BudgetExceeded { action, .. } if action == "refused" => day.refused_calls += 1,
+            LlmEvent::BudgetExceeded { action, .. } if action == "refused" => {
+                day.refused_calls += 1
+            }
             LlmEvent::BudgetExceeded { .. } => day.downgraded_calls += 1,
             LlmEvent::PromptFlagged { .. } => day.flagged += 1,
             LlmEvent::BudgetAlert { .. } => day.alerts += 1,
