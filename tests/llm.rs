@@ -451,6 +451,7 @@ async fn concurrent_callers_in_two_processes_exceed_the_cap_by_at_most_one_call(
     );
     assert!(answered >= 1);
     assert_eq!(paid.count(), answered as usize);
+    eprintln!("16 concurrent callers, cap 0.05 USD: {answered} answered, spent {spent} USD");
 }
 
 #[tokio::test]
@@ -845,4 +846,110 @@ async fn cli_ask_and_usage() {
         jarvis(&db, &path, &["llm", "ask", "hi"]).output().unwrap(),
         "no LLM provider is configured",
     );
+}
+
+/// `jarvis up`, killed on drop.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jarvis_up_runs_the_llm_service_with_the_key_from_the_environment() {
+    let (db, store) = fresh_store().await;
+    let nats = NatsServer::start();
+    let groq = FakeOpenAi::start().await;
+    groq.set_default(Reply::text("up and answering"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jarvis.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[llm.providers.groq]\nkind = \"openai\"\nbase_url = \"{}\"\n[llm.routes]\nchat = [\"groq/gpt-4o-mini\"]\n",
+            groq.url()
+        ),
+    )
+    .unwrap();
+    let _up = Up(jarvis(&db, &path, &["up"])
+        .env("JARVIS_DATA_DIR", dir.path().join("data"))
+        .env("JARVIS_NATS_URL", nats.url())
+        .env(
+            "JARVIS_LLM__PROVIDERS__GROQ__API_KEY",
+            "gsk_from_env_0123456789",
+        )
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    let (client, _) = jarvis_bus::connect(&nats.url(), "test").await.unwrap();
+    let body = json!({"task": "chat", "prompt": "are you up?"}).to_string();
+    let reply = eventually(Duration::from_secs(120), "jarvis-llm in jarvis up", || {
+        let client = client.clone();
+        let body = body.clone();
+        async move { client.request("jarvis.cmd.llm.ask", body.into()).await.ok() }
+    })
+    .await;
+    let answer: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(answer["answer"], "up and answering");
+    assert_eq!(
+        groq.received()[0].authorization.as_deref(),
+        Some("Bearer gsk_from_env_0123456789")
+    );
+    let leaks: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE payload::text LIKE '%gsk_from_env%'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(leaks, 0);
+}
+
+/// Not a test: the router's own cost per call (guard, two ledger commands, one ledger load, redaction) against a
+/// fake that answers at once. `cargo test -p jarvis --test llm measure -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_router_overhead() {
+    let (_db, store) = fresh_store().await;
+    let fake = FakeOpenAi::start().await;
+    let router = Arc::new(LlmRouter::new(
+        config(
+            vec![("groq", openai(&fake.url(), None))],
+            vec![("chat", vec!["groq/gpt-4o-mini"])],
+        ),
+        store,
+    ));
+    for (label, callers) in [("sequential", 1usize), ("8 concurrent", 8)] {
+        let n = 400;
+        let started = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..callers {
+            let router = router.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ms = Vec::new();
+                for _ in 0..n / callers {
+                    let t = std::time::Instant::now();
+                    router.ask(ask("chat", &format!("hi {c}"))).await.unwrap();
+                    ms.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                ms
+            }));
+        }
+        let mut ms: Vec<f64> = Vec::new();
+        for t in tasks {
+            ms.extend(t.await.unwrap());
+        }
+        ms.sort_by(f64::total_cmp);
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{label}: {} calls in {secs:.2}s = {:.0} calls_per_sec, p50 {:.2} ms, p99 {:.2} ms",
+            ms.len(),
+            ms.len() as f64 / secs,
+            ms[ms.len() / 2],
+            ms[ms.len() * 99 / 100]
+        );
+    }
 }

@@ -99,9 +99,7 @@ pub fn allowed_tool_calls(
     calls: Vec<ToolCall>,
     allowlist: &[String],
 ) -> (Vec<ToolCall>, Vec<ToolCall>) {
-    calls
-        .into_iter()
-        .partition(|c| allowlist.contains(&c.name))
+    calls.into_iter().partition(|c| allowlist.contains(&c.name))
 }
 
 /// User text wrapped as quoted data for a model that cannot act: the model is told it is data.
