@@ -449,7 +449,12 @@ async fn concurrent_callers_in_two_processes_exceed_the_cap_by_at_most_one_call(
         spent <= usd("0.05") + usd("0.015"),
         "spent {spent} with {answered} calls"
     );
-    assert!(answered >= 1);
+    // Callers wait for calls in flight rather than being refused while budget is left: 0.015, 0.030, 0.045
+    // fit, and one more may cross (0.060).
+    assert!(
+        answered >= 3,
+        "refused with budget left: {answered} answered"
+    );
     assert_eq!(paid.count(), answered as usize);
     eprintln!("16 concurrent callers, cap 0.05 USD: {answered} answered, spent {spent} USD");
 }

@@ -10,7 +10,9 @@
 //! case stays within the cap; or, when it would not, if spend is still below the cap and nothing else of
 //! that scope is in flight. So at most one admitted call can take the spend past a cap, however many
 //! callers race. A zero-cost call (a local model) spends nothing and is admitted in `downgrade` mode even at
-//! the cap; in `refuse` mode nothing is admitted once a cap is reached.
+//! the cap; in `refuse` mode nothing is admitted once a cap is reached. A call kept out only by calls in
+//! flight (spend still below the cap) may ask to wait (`wait_if_busy`): then nothing is recorded, and its
+//! caller asks again once those calls have finished.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -96,6 +98,9 @@ pub enum LlmCommand {
         budget: Budget,
         /// Where to go at a cap in downgrade mode.
         downgrade: Option<Downgrade>,
+        /// When only calls in flight stand in the way (spend is below the cap), record nothing so that the
+        /// caller can wait for them and ask again; when false, refuse or downgrade at once.
+        wait_if_busy: bool,
         /// When the call was asked for.
         at: DateTime<Utc>,
     },
@@ -443,6 +448,7 @@ impl LlmLedger {
             worst_case_usd,
             budget,
             downgrade,
+            wait_if_busy,
             at,
         } = command
         else {
@@ -472,6 +478,9 @@ impl LlmLedger {
         let Some(blocked) = Self::blocking(&scopes, worst_case_usd) else {
             return Ok(vec![requested(route, worst_case_usd, false)]);
         };
+        if wait_if_busy && blocked.spent < blocked.cap {
+            return Ok(vec![]);
+        }
         let downgrade = downgrade.filter(|d| {
             budget.on_cap == OnCap::Downgrade
                 && !d.route.is_empty()
@@ -731,6 +740,7 @@ mod tests {
             worst_case_usd: usd(worst),
             budget,
             downgrade,
+            wait_if_busy: false,
             at: at(),
         }
     }
@@ -808,6 +818,36 @@ mod tests {
             .given(vec![requested(1, "0.6", "groq/llama", false)])
             .when(request(2, "0.5", budget("1", OnCap::Refuse), None))
             .then_expect_events(vec![exceeded(2, "0", "0.6", "refused")]);
+    }
+
+    #[test]
+    fn a_caller_may_wait_for_calls_in_flight_instead_of_being_refused() {
+        let mut command = request(2, "0.5", budget("1", OnCap::Refuse), None);
+        if let LlmCommand::RequestCall { wait_if_busy, .. } = &mut command {
+            *wait_if_busy = true;
+        }
+        Given::with(())
+            .given(vec![requested(1, "0.6", "groq/llama", false)])
+            .when(command.clone())
+            .then_expect_events(vec![]);
+        // Once spend itself reaches the cap there is nothing to wait for.
+        Given::with(())
+            .given(vec![
+                requested(1, "0.6", "groq/llama", false),
+                completed(1, "1"),
+                requested(3, "0.1", "groq/llama", false),
+            ])
+            .when(command)
+            .then_expect_events(vec![LlmEvent::BudgetExceeded {
+                call_id: id(2),
+                task: "chat".into(),
+                scope: "day".into(),
+                spent: usd("1"),
+                reserved: usd("0.1"),
+                cap: usd("1"),
+                action: "refused".into(),
+                at: at(),
+            }]);
     }
 
     #[test]

@@ -325,40 +325,62 @@ impl LlmRouter {
             worst_case_usd: self.worst_case(&downgrade_route, input_bytes as u64),
             route: downgrade_route.iter().map(Target::to_string).collect(),
         });
-        self.execute(
-            &ledger,
-            LlmCommand::RequestCall {
-                call_id,
-                task: request.task.clone(),
-                route: route.iter().map(Target::to_string).collect(),
-                prompt_hash: hash.clone(),
-                prompt: self
-                    .redactor
-                    .redact(&serde_json::to_string(&messages).unwrap_or_default()),
-                // Tokens never outnumber bytes: the byte count bounds the input side from above.
-                worst_case_usd: self.worst_case(&route, input_bytes as u64),
-                budget: self.budget(&request.task),
-                downgrade,
-                at: now,
-            },
-            &metadata,
-        )
-        .await?;
-        let state: LlmLedger = self
-            .store
-            .load(&ledger, Some(SNAPSHOT_EVERY))
-            .await
-            .map_err(store_error)?;
-        let Some(admitted) = state.in_flight(call_id).cloned() else {
-            return Err(AskError::Refused(format!(
-                "LLM budget cap: spent {} USD today and {} USD reserved by calls in flight; daily cap {}, task {:?} cap {}; on_cap = {}",
-                state.total().cost,
-                state.reserved_usd(now),
-                self.config.budget.daily_usd.map_or("none".into(), |d| d.to_string()),
-                request.task,
-                self.config.budget.tasks.get(&request.task).map_or("none".into(), |d| d.to_string()),
-                self.config.budget.on_cap,
-            )));
+        let route_names: Vec<String> = route.iter().map(Target::to_string).collect();
+        let redacted_prompt = self
+            .redactor
+            .redact(&serde_json::to_string(&messages).unwrap_or_default());
+        // Tokens never outnumber bytes: the byte count bounds the input side from above.
+        let worst_case_usd = self.worst_case(&route, input_bytes as u64);
+        // While only calls in flight stand in the way of the budget, wait for them (at most one timeout).
+        let deadline = Instant::now() + Duration::from_millis(self.config.timeout_ms);
+        let mut waits = 0;
+        let admitted = loop {
+            let wait_if_busy = Instant::now() < deadline;
+            self.execute(
+                &ledger,
+                LlmCommand::RequestCall {
+                    call_id,
+                    task: request.task.clone(),
+                    route: route_names.clone(),
+                    prompt_hash: hash.clone(),
+                    prompt: redacted_prompt.clone(),
+                    worst_case_usd,
+                    budget: self.budget(&request.task),
+                    downgrade: downgrade.clone(),
+                    wait_if_busy,
+                    at: now,
+                },
+                &metadata,
+            )
+            .await?;
+            let state: LlmLedger = self
+                .store
+                .load(&ledger, Some(SNAPSHOT_EVERY))
+                .await
+                .map_err(store_error)?;
+            if let Some(admitted) = state.in_flight(call_id) {
+                break admitted.clone();
+            }
+            let refused = self
+                .store
+                .events_caused_by(call_id)
+                .await
+                .map_err(|e| AskError::Store(e.to_string()))?
+                .iter()
+                .any(|e| e.event_type == "BudgetExceeded");
+            if refused || !wait_if_busy {
+                return Err(AskError::Refused(format!(
+                    "LLM budget cap: spent {} USD today and {} USD reserved by calls in flight; daily cap {}, task {:?} cap {}; on_cap = {}",
+                    state.total().cost,
+                    state.reserved_usd(now),
+                    self.config.budget.daily_usd.map_or("none".into(), |d| d.to_string()),
+                    request.task,
+                    self.config.budget.tasks.get(&request.task).map_or("none".into(), |d| d.to_string()),
+                    self.config.budget.on_cap,
+                )));
+            }
+            waits += 1;
+            tokio::time::sleep(backoff(Duration::from_millis(20), waits.min(3))).await;
         };
         let tools: Vec<ToolSpec> = request
             .tools
