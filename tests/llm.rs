@@ -714,6 +714,21 @@ async fn the_llm_service_answers_over_nats() {
         .unwrap()
         .as_str()
         .contains("unknown task"));
+    // A payload that is not UTF-8 JSON is a clear 400, and nothing is recorded for it.
+    let reply = client
+        .request("jarvis.cmd.llm.ask", vec![b'{', 0xff, 0xfe, b'}'].into())
+        .await
+        .unwrap();
+    let headers = reply.headers.unwrap();
+    assert_eq!(
+        headers.get("Nats-Service-Error-Code").unwrap().as_str(),
+        "400"
+    );
+    assert!(headers
+        .get("Nats-Service-Error")
+        .unwrap()
+        .as_str()
+        .contains("invalid request"));
     let reply = request("jarvis.cmd.llm.usage", json!({})).await;
     let usage: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(usage["usage"]["total"]["calls"], 1);

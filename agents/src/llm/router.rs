@@ -29,6 +29,20 @@ use crate::runtime::SNAPSHOT_EVERY;
 const LEDGER_RETRIES: u32 = 200;
 /// Longest excerpt of flagged text kept in `PromptFlagged`.
 const EXCERPT_CHARS: usize = 500;
+/// Longest answer kept in `LlmCallCompleted` (events must stay under the store's 900 KiB limit).
+const MAX_RECORDED_ANSWER_BYTES: usize = 256 * 1024;
+
+/// `text` cut to at most `max` bytes, on a character boundary, marked when cut.
+fn truncate(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [truncated {} bytes]", &text[..end], text.len() - end)
+}
 
 /// A question for a model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -517,7 +531,10 @@ impl LlmRouter {
             ),
         };
         let cost = self.config.price(target).cost(tokens_in, tokens_out);
-        let text = self.redactor.redact(&response.text);
+        let text = truncate(
+            self.redactor.redact(&response.text),
+            MAX_RECORDED_ANSWER_BYTES,
+        );
         let (tool_calls, refused) = allowed_tool_calls(response.tool_calls, allowlist);
         let at = Utc::now();
         self.execute(
@@ -607,5 +624,7 @@ mod tests {
         assert_eq!(prompt_hash(&m).len(), 64);
         assert_eq!(estimate_tokens("abcde"), 2);
         assert_eq!(estimate_tokens(""), 0);
+        assert_eq!(truncate("héllo".into(), 2), "h… [truncated 5 bytes]");
+        assert_eq!(truncate("hello".into(), 5), "hello");
     }
 }
