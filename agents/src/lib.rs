@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`relay`]: the outbox relay, which publishes every stored event to JetStream in the store's gap-safe
 //!   order, exactly once, with leader election by advisory lock.
+//! - [`llm`]: the LLM router (routing, fallback, budgets, recording) and the `jarvis-llm` service.
 //! - [`risk`]: the risk agent: the risk book's halt, resume and status as the micro service `jarvis-risk`.
 //! - [`trading`]: the trading pipeline: for each closed candle, execution → settlement → treasury → risk →
 //!   execution, each step an agent's command on its own aggregate.
@@ -14,6 +15,7 @@
 //!   `MarketFeed` aggregates ([`market::ingest`]).
 
 pub mod ledger;
+pub mod llm;
 pub mod market;
 pub mod memory;
 pub mod relay;

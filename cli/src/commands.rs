@@ -266,6 +266,7 @@ pub async fn up(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
         config.relay_settings(),
         until_stopped(stopped.clone()),
     ));
+    let llm = crate::llm::spawn_service(config, &store, &client, until_stopped(stopped.clone()));
     let risk_stopped = until_stopped(stopped.clone());
     let risk = tokio::spawn(async move {
         if let Err(e) = jarvis_agents::risk::serve_commands(store, client, risk_stopped).await {
@@ -293,6 +294,9 @@ pub async fn up(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
     let _ = risk.await;
     if let Some(memory) = memory {
         let _ = memory.await;
+    }
+    if let Some(llm) = llm {
+        let _ = llm.await;
     }
     // Close our connections before the private Postgres shuts down under them.
     pool.close().await;

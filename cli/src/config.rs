@@ -38,6 +38,9 @@ pub struct Config {
     /// `[memory]`: the memory agent and its embedding provider.
     #[serde(default)]
     pub memory: jarvis_agents::memory::MemoryConfig,
+    /// `[llm]`: the LLM router (off without providers).
+    #[serde(default)]
+    pub llm: jarvis_agents::llm::LlmConfig,
 }
 
 /// `[portfolio]`: what the paper portfolio opens with.
@@ -276,6 +279,7 @@ impl Config {
             .validate()
             .map_err(|e| anyhow::anyhow!("paper: {e}"))?;
         self.memory.validate().map_err(|e| anyhow::anyhow!(e))?;
+        self.llm.validate().map_err(|e| anyhow::anyhow!(e))?;
         Ok(())
     }
 

@@ -9,12 +9,14 @@
 //! - [`backtest`]: `jarvis backtest`, the pipeline replayed in memory, and sweeps of it.
 //! - [`bench`]: `jarvis bench store|relay|e2e|backtest`, our figures beside a raw baseline measured in the same run.
 //! - [`memory`]: `jarvis memory recall|forget|rebuild`.
+//! - [`llm`]: `jarvis llm ask|usage`, and `jarvis-llm` in `jarvis up`.
 
 pub mod backtest;
 pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod memory;
+pub mod llm;
 pub mod stack;
 
 use std::path::PathBuf;
@@ -71,6 +73,9 @@ pub enum Command {
     /// Users' memories: recall, forget, rebuild the read model.
     #[command(subcommand)]
     Memory(memory::MemoryCommand),
+    /// The LLM router: ask a model (routed, budgeted, recorded), or show spend.
+    #[command(subcommand)]
+    Llm(llm::LlmCommand),
 }
 
 /// An error that maps to a specific exit code (2: bad input).
@@ -134,6 +139,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             backtest::run(cli.config.as_deref(), &config, &cli.data_dir, *args).await
         }
         Command::Memory(cmd) => memory::run(&config, &cli.data_dir, cmd).await,
+        Command::Llm(cmd) => llm::run(&config, &cli.data_dir, cmd).await,
     }
 }
 

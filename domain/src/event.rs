@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::backtest::{BacktestEvent, BacktestRun};
 use crate::chat::{Conversation, ConversationEvent};
+use crate::llm::{LlmEvent, LlmLedger};
 use crate::market::{MarketFeed, MarketFeedEvent};
 use crate::memory::{UserMemory, UserMemoryEvent};
 use crate::trading::order::{Order, OrderEvent};
@@ -55,7 +56,8 @@ event_types!(
     PaperEvent,
     BacktestEvent,
     ConversationEvent,
-    UserMemoryEvent
+    UserMemoryEvent,
+    LlmEvent
 );
 
 /// The bounded context of a stored aggregate type, if Jarvis knows it.
@@ -69,6 +71,7 @@ pub fn context_of(aggregate_type: &str) -> Option<&'static str> {
         BacktestRun::TYPE => Some(BacktestRun::CONTEXT),
         Conversation::TYPE => Some(Conversation::CONTEXT),
         UserMemory::TYPE => Some(UserMemory::CONTEXT),
+        LlmLedger::TYPE => Some(LlmLedger::CONTEXT),
         _ => None,
     }
 }
@@ -303,6 +306,8 @@ pub enum AnyEvent {
     Chat(ConversationEvent),
     /// An event of a `UserMemory` (context `memory`).
     Memory(UserMemoryEvent),
+    /// An event of an `LlmLedger` (context `llm`).
+    Llm(LlmEvent),
 }
 
 /// Decodes the body of `event_type` at `version` as an event of the enum `E`.
@@ -365,6 +370,7 @@ impl AnyEvent {
             }
             Conversation::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Chat),
             UserMemory::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Memory),
+            LlmLedger::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Llm),
             _ => Err(DecodeError::UnknownType(ce_type.to_string())),
         }
     }
@@ -380,6 +386,7 @@ impl AnyEvent {
             Self::Backtest(e) => e.event_type(),
             Self::Chat(e) => e.event_type(),
             Self::Memory(e) => e.event_type(),
+            Self::Llm(e) => e.event_type(),
         }
     }
 }
@@ -455,6 +462,7 @@ mod tests {
             ("PaperVenue", "execution"),
             ("Conversation", "chat"),
             ("UserMemory", "memory"),
+            ("LlmLedger", "llm"),
         ] {
             assert_eq!(context_of(aggregate), Some(context));
         }

@@ -6,6 +6,7 @@
 //! - [`trading`]: the `Order`, `Portfolio` and `RiskBook` aggregates (see `docs/adr/0002-trading-domain.md`).
 //! - [`chat`]: the `Conversation` aggregate (one per chat): `ChatMessageReceived`, `ChatReplySent`, and [`chat::Trust`].
 //! - [`memory`]: the `UserMemory` aggregate (one per user): `MemoryStored`, `MemoryForgotten`.
+//! - [`llm`]: the `LlmLedger` aggregate (one per UTC day): LLM calls, their cost and the budgets.
 //! - [`event`]: what every stored event carries ([`EventMetadata`], [`RecordedEvent`]), the CloudEvents type
 //!   naming (`jarvis.<context>.<EventType>.v<N>`), and [`AnyEvent`], the registry that decodes any event on the bus.
 //! - [`schema`]: JSON Schemas of every event type, written to `schemas/` and checked for drift by a test.
@@ -13,6 +14,7 @@
 pub mod backtest;
 pub mod chat;
 pub mod event;
+pub mod llm;
 pub mod market;
 pub mod memory;
 pub mod schema;

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use crate::backtest::{BacktestEvent, BacktestRun};
 use crate::chat::{Conversation, ConversationEvent};
 use crate::event::{EventTypes, JarvisAggregate};
+use crate::llm::{LlmEvent, LlmLedger};
 use crate::market::{MarketFeed, MarketFeedEvent};
 use crate::memory::{UserMemory, UserMemoryEvent};
 use crate::trading::order::{Order, OrderEvent};
@@ -28,6 +29,7 @@ pub fn all() -> Vec<(String, Value)> {
     out.extend(of::<BacktestEvent>(BacktestRun::CONTEXT));
     out.extend(of::<ConversationEvent>(Conversation::CONTEXT));
     out.extend(of::<UserMemoryEvent>(UserMemory::CONTEXT));
+    out.extend(of::<LlmEvent>(LlmLedger::CONTEXT));
     out
 }
 
@@ -89,7 +91,7 @@ mod tests {
     fn every_event_type_has_a_schema_and_no_file_is_stale() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas");
         let names: Vec<String> = super::all().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names.len(), 1 + 6 + 4 + 5 + 4 + 1 + 2 + 2, "{names:?}");
+        assert_eq!(names.len(), 1 + 6 + 4 + 5 + 4 + 1 + 2 + 2 + 6, "{names:?}");
         for entry in std::fs::read_dir(&dir).unwrap() {
             let file = entry.unwrap().file_name().to_string_lossy().into_owned();
             if file.ends_with(".json") {
