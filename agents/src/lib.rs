@@ -8,9 +8,12 @@
 //!   execution, each step an agent's command on its own aggregate.
 //! - [`treasury`]: strategies (a trait, and the default rebalancer with momentum and sentiment tilts).
 //! - [`runtime`]: what agents share (mapping command failures onto retry or dead-letter).
+//! - [`execution`]: the Jupiter venue (quote, pre-sign gate, sign, send and confirm on Solana) and its agent,
+//!   [`execution::JupiterExecution`].
 //! - [`market`]: the market agent: candle files ([`market::candle_file`]) and their ingestion into
 //!   `MarketFeed` aggregates ([`market::ingest`]).
 
+pub mod execution;
 pub mod market;
 pub mod relay;
 pub mod risk;

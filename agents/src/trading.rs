@@ -59,6 +59,8 @@ pub struct TradingSettings {
     pub limits: RiskLimits,
     /// The paper venue's fill model.
     pub paper: PaperConfig,
+    /// Submit approved orders to the paper venue (false when another venue's agent executes them).
+    pub submit_to_paper: bool,
 }
 
 impl Default for TradingSettings {
@@ -69,6 +71,7 @@ impl Default for TradingSettings {
             strategy: StrategyConfig::default(),
             limits: RiskLimits::default(),
             paper: PaperConfig::default(),
+            submit_to_paper: true,
         }
     }
 }
@@ -498,6 +501,9 @@ impl TradingPipeline {
             let approved = self
                 .order_event(order_id, "TradeApproved", |_| true)
                 .await?;
+            if !self.settings.submit_to_paper {
+                continue;
+            }
             // Still not halted? Inside the gate this is exact: a halt since the assessment (possible when
             // this candle is a redelivery) keeps the approved order from ever being submitted.
             let book: RiskBook = self.load(crate::risk::RISK_BOOK, true).await?;

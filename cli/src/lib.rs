@@ -6,12 +6,14 @@
 //! - [`stack`]: where the store and the bus are, and `jarvis up`'s private nats-server and Postgres.
 //! - [`commands`]: `migrate`, `ingest`, `relay`, `up` (relay, trading pipeline, `jarvis-risk`), `events tail`,
 //!   `events trace`, `status`.
+//! - [`venue`]: `up`'s Jupiter execution agent and price poller, and the `--live` checks.
 //! - [`bench`]: `jarvis bench store|relay|e2e`, our figures beside a raw baseline measured in the same run.
 
 pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod stack;
+pub mod venue;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,7 +51,12 @@ pub enum Command {
     /// Run the outbox relay alone (store → JetStream).
     Relay,
     /// Run the relay and every agent; with no database or NATS URL configured, start private servers too.
-    Up,
+    Up {
+        /// Trade live on Solana: also needs `venue.kind = "jupiter"`, `venue.live = true` and a readable
+        /// `venue.keypair_path`; without it the Jupiter venue dry-runs on real quotes.
+        #[arg(long)]
+        live: bool,
+    },
     /// Read events: tail them from the bus, or trace one's causes in the store.
     #[command(subcommand)]
     Events(commands::EventsCommand),
@@ -117,7 +124,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => commands::migrate(&config, &cli.data_dir).await,
         Command::Ingest(cmd) => commands::ingest(&config, &cli.data_dir, cmd).await,
         Command::Relay => commands::relay(&config, &cli.data_dir).await,
-        Command::Up => commands::up(&config, &cli.data_dir).await,
+        Command::Up { live } => commands::up(&config, &cli.data_dir, live).await,
         Command::Events(cmd) => commands::events(&config, &cli.data_dir, cmd).await,
         Command::Status { json } => commands::status(&config, &cli.data_dir, json).await,
         Command::Bench(cmd) => bench::run(&config, &cli.data_dir, cmd).await,

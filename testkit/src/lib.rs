@@ -6,6 +6,9 @@
 //!   file, with its own store directory; [`NatsServer::restart`] brings it back on the same port and store.
 //! - [`TestDb`]: `CREATE DATABASE jarvis_test_<uuid>` on the machine's Postgres (`JARVIS_TEST_DATABASE_URL`,
 //!   default `postgres://postgres@127.0.0.1:5432/postgres`), dropped with `FORCE` on drop.
+//! - [`fakes`]: fake Jupiter and Solana RPC servers speaking the real JSON formats.
+
+pub mod fakes;
 
 use std::time::{Duration, Instant};
 

@@ -221,7 +221,8 @@ impl Aggregate for PriceFeed {
     fn apply(&mut self, event: Self::Event) {
         match event {
             PriceFeedEvent::PriceObserved(o) => {
-                self.id.get_or_insert_with(|| PriceFeedId::of(&o).to_string());
+                self.id
+                    .get_or_insert_with(|| PriceFeedId::of(&o).to_string());
                 self.observations.insert(o.observed_at, o);
             }
         }

@@ -740,9 +740,8 @@ impl Order {
             filled_at,
         };
         if let Some(recorded) = self.fills.get(&fill_id) {
-            let same = recorded.quantity == quantity
-                && recorded.price == price
-                && recorded.fee == fee;
+            let same =
+                recorded.quantity == quantity && recorded.price == price && recorded.fee == fee;
             return if same {
                 Ok(vec![])
             } else {
@@ -1298,7 +1297,11 @@ mod tests {
 
     #[test]
     fn a_rejected_quote_fails_the_order_with_its_numbers_and_repeats_are_no_ops() {
-        expect(submitted(), reject_quote(gate_failures()), vec![quote_rejected()]);
+        expect(
+            submitted(),
+            reject_quote(gate_failures()),
+            vec![quote_rejected()],
+        );
         let mut after = submitted();
         after.push(quote_rejected());
         expect(after.clone(), reject_quote(gate_failures()), vec![]);
@@ -1309,11 +1312,20 @@ mod tests {
             Some("quote rejected by the pre-sign gate: price impact 250 bps above 100 bps")
         );
         let err = error(after, fill("f-1", "1", "100", "0"));
-        assert!(err.ends_with("cannot fill: status is failed (needs submitted or partially_filled)"), "{err}");
+        assert!(
+            err.ends_with("cannot fill: status is failed (needs submitted or partially_filled)"),
+            "{err}"
+        );
         let err = error(submitted(), reject_quote(vec![]));
-        assert!(err.ends_with("cannot reject a quote without a broken check"), "{err}");
+        assert!(
+            err.ends_with("cannot reject a quote without a broken check"),
+            "{err}"
+        );
         let err = error(vec![proposed(), approved()], reject_quote(gate_failures()));
-        assert!(err.ends_with("cannot reject quote: status is approved (needs submitted)"), "{err}");
+        assert!(
+            err.ends_with("cannot reject quote: status is approved (needs submitted)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1324,14 +1336,25 @@ mod tests {
         expect(after.clone(), record_sent("sig-1"), vec![]);
         let err = error(after.clone(), record_sent("sig-2"));
         assert!(
-            err.ends_with("already sent as transaction sig-1, offered sig-2: an order is sent at most once"),
+            err.ends_with(
+                "already sent as transaction sig-1, offered sig-2: an order is sent at most once"
+            ),
             "{err}"
         );
         let err = error(after.clone(), reject_quote(gate_failures()));
-        assert!(err.ends_with("cannot reject the quote: transaction sig-1 was already sent"), "{err}");
-        assert_eq!(order(after).sent().map(|s| s.signature.as_str()), Some("sig-1"));
+        assert!(
+            err.ends_with("cannot reject the quote: transaction sig-1 was already sent"),
+            "{err}"
+        );
+        assert_eq!(
+            order(after).sent().map(|s| s.signature.as_str()),
+            Some("sig-1")
+        );
         let err = error(vec![proposed(), approved()], record_sent("sig-1"));
-        assert!(err.ends_with("cannot record sent: status is approved (needs submitted)"), "{err}");
+        assert!(
+            err.ends_with("cannot record sent: status is approved (needs submitted)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1377,7 +1400,12 @@ mod tests {
     #[test]
     fn every_event_round_trips_through_json() {
         let mut events = partially_filled();
-        events.extend([rejected(), failed("venue down"), quote_rejected(), sent("sig-1")]);
+        events.extend([
+            rejected(),
+            failed("venue down"),
+            quote_rejected(),
+            sent("sig-1"),
+        ]);
         assert_eq!(events.len(), OrderEvent::TYPES.len());
         for event in events {
             let json = serde_json::to_string(&event).unwrap();
