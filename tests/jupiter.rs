@@ -277,9 +277,10 @@ async fn an_approved_order_is_sent_confirmed_filled_and_booked_through_the_bus_a
         "the portfolio to book the fill",
         || async {
             let p = portfolio(&store).await;
-            p.position(&Symbol::new_checked("SOL/USDC").unwrap())
-                .filter(|pos| pos.quantity == dec("2"))
-                .map(|_| p)
+            let held = p
+                .position(&Symbol::new_checked("SOL/USDC").unwrap())
+                .map(|pos| pos.quantity);
+            (held == Some(dec("2"))).then_some(p)
         },
     )
     .await;
