@@ -45,6 +45,9 @@ pub fn execution(config: &Config, live_flag: bool) -> Result<Option<Execution>, 
     Ok(Some(Execution { venue, ack_wait }))
 }
 
+/// The tasks [`spawn`] started: the execution agent's and the poller's, each when configured.
+pub type Tasks = (Option<JoinHandle<()>>, Option<JoinHandle<()>>);
+
 /// Starts the Jupiter execution consumer (when there is one) and the price poller (when
 /// `[market] poll_prices`), each until its `until()` completes.
 ///
@@ -56,7 +59,7 @@ pub fn spawn<F, Fut>(
     store: &EventStore,
     js: &async_nats::jetstream::Context,
     until: F,
-) -> anyhow::Result<(Option<JoinHandle<()>>, Option<JoinHandle<()>>)>
+) -> anyhow::Result<Tasks>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = ()> + Send + 'static,

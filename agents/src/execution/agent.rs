@@ -281,13 +281,14 @@ impl JupiterExecution {
                 };
                 self.order_command(order.order_id, fail, cause).await
             }
-            Outcome::Filled(FillPlan {
-                fill_id,
-                quantity,
-                price,
-                fee,
-                swap,
-            }) => {
+            Outcome::Filled(fill) => {
+                let FillPlan {
+                    fill_id,
+                    quantity,
+                    price,
+                    fee,
+                    swap,
+                } = *fill;
                 tracing::info!(order = %order.order_id, %fill_id, %quantity, %price, simulated = swap.simulated, "filled");
                 let fill = OrderCommand::FillSwap {
                     fill_id: fill_id.clone(),

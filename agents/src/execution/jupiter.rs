@@ -142,7 +142,7 @@ pub enum Prepared {
     /// It cannot go on (a quote that failed, insufficient funds, a transaction refused).
     Failed(String),
     /// Dry run: filled at the quote, nothing signed.
-    Simulated(FillPlan),
+    Simulated(Box<FillPlan>),
     /// Signed: record the signature, then send.
     Ready(Ready),
 }
@@ -151,7 +151,7 @@ pub enum Prepared {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// It filled.
-    Filled(FillPlan),
+    Filled(Box<FillPlan>),
     /// It did not, for this reason (with the signature, so an operator can look it up).
     Failed(String),
 }
@@ -357,7 +357,7 @@ impl JupiterVenue {
                 amounts_from: "quote".into(),
             };
             return match self.fill_of(order, &plan, base_units, quote_units, swap) {
-                Ok(fill) => Prepared::Simulated(fill),
+                Ok(fill) => Prepared::Simulated(Box::new(fill)),
                 Err(reason) => Prepared::Failed(reason),
             };
         };
@@ -499,7 +499,7 @@ impl JupiterVenue {
             amounts_from: amounts_from.into(),
         };
         match self.fill_of(order, &plan, base_units, quote_units, swap) {
-            Ok(fill) => Outcome::Filled(fill),
+            Ok(fill) => Outcome::Filled(Box::new(fill)),
             Err(reason) => Outcome::Failed(format!("{reason} (signature {signature})")),
         }
     }
