@@ -652,3 +652,92 @@ fn live_needs_the_flag_the_config_and_a_readable_keypair_or_up_exits_2_without_l
     let first: String = json[1..].split(',').take(6).collect::<Vec<_>>().join(",");
     assert!(!err.contains(&first) && !err.contains("256"), "{err}");
 }
+
+/// `jarvis up` against the test's servers and fakes, killed on drop.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jarvis_up_with_the_jupiter_venue_dry_runs_the_pipeline_on_real_quotes() {
+    let env = Env::start().await;
+    let jupiter = FakeJupiter::start().await;
+    let rpc = FakeSolanaRpc::start().await;
+    jupiter.script(|s| {
+        let usdt = "Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCe8BenwNYB".to_string();
+        s.usd_prices.insert(usdt.clone(), Decimal::ONE);
+        s.decimals.insert(usdt, 6);
+    });
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let command = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jarvis"));
+        cmd.args(args)
+            .env_remove("JARVIS_CONFIG")
+            .env("JARVIS_DATABASE_URL", env.db.url())
+            .env("JARVIS_NATS_URL", env.nats.url())
+            .env("JARVIS_LOG", "warn")
+            .env("JARVIS_VENUE__KIND", "jupiter")
+            .env("JARVIS_VENUE__JUPITER_URL", jupiter.url())
+            .env("JARVIS_VENUE__RPC_URL", rpc.url())
+            .current_dir(root);
+        cmd
+    };
+    let _up = Up(command(&["up"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap());
+    // The newest 48 hours of the SOL file.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(format!("{root}/data/binance_solusdt_1h.csv")).unwrap();
+    let subset: Vec<&str> = text.lines().take(49).collect();
+    let file = dir.path().join("binance_solusdt_1h.csv");
+    std::fs::write(&file, subset.join("\n") + "\n").unwrap();
+    let out = command(&["ingest", "candles", &file.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = env.store.clone();
+    let fills = eventually(
+        Duration::from_secs(300),
+        "a simulated Jupiter fill",
+        || async {
+            let all = store
+                .read_after(jarvis_store::Checkpoint::default(), 100_000)
+                .await
+                .ok()?;
+            let fills: Vec<RecordedEvent> = all
+                .into_iter()
+                .filter(|e| e.event_type == "OrderFilled")
+                .collect();
+            (!fills.is_empty()).then_some(fills)
+        },
+    )
+    .await;
+    for f in &fills {
+        assert_eq!(f.payload["swap"]["simulated"], true, "{}", f.payload);
+        assert_eq!(f.payload["swap"]["venue"], "jupiter");
+    }
+    let all = store
+        .read_after(jarvis_store::Checkpoint::default(), 100_000)
+        .await
+        .unwrap();
+    for s in all.iter().filter(|e| e.event_type == "OrderSubmitted") {
+        assert_eq!(
+            s.payload["venue"], "jupiter",
+            "nothing goes to the paper venue"
+        );
+    }
+    assert!(jupiter.calls().quotes >= 1);
+    assert_eq!(rpc.calls().send_transaction, 0);
+    assert_eq!(jupiter.calls().swaps, 0);
+}
