@@ -11,9 +11,12 @@
 //! - [`runtime`]: what agents share (mapping command failures onto retry or dead-letter).
 //! - [`memory`]: the memory agent: chat events → `MemoryStored`, the `memories` read model, recall and forget
 //!   as the micro service `jarvis-memory`.
+//! - [`execution`]: the Jupiter venue (quote, pre-sign gate, sign, send and confirm on Solana) and its agent,
+//!   [`execution::JupiterExecution`].
 //! - [`market`]: the market agent: candle files ([`market::candle_file`]) and their ingestion into
 //!   `MarketFeed` aggregates ([`market::ingest`]).
 
+pub mod execution;
 pub mod ledger;
 pub mod llm;
 pub mod market;

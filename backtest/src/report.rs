@@ -205,7 +205,10 @@ impl Accumulator {
                 OrderEvent::TradeRejected(_) => self.orders.rejected += 1,
                 OrderEvent::OrderSubmitted(_) => self.orders.submitted += 1,
                 OrderEvent::OrderFilled(_) => self.orders.fills += 1,
-                OrderEvent::OrderFailed(_) => self.orders.failed += 1,
+                OrderEvent::OrderFailed(_) | OrderEvent::QuoteRejected(_) => {
+                    self.orders.failed += 1
+                }
+                OrderEvent::OrderSent(_) => {}
             }
         } else if let Some(RiskEvent::OrderRefused { reasons, .. }) =
             event.downcast_ref::<RiskEvent>()

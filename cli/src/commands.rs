@@ -233,8 +233,12 @@ pub async fn relay(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
 /// SIGINT/SIGTERM.
 ///
 /// # Errors
-/// When a server cannot be started or reached.
-pub async fn up(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
+/// [`Exit`] with code 2 when `--live` is asked without everything live trading needs; when a server
+/// cannot be started or reached.
+pub async fn up(config: &Config, data_dir: &Path, live: bool) -> anyhow::Result<()> {
+    // Live trading is checked before anything starts: a refusal leaves nothing running.
+    let execution =
+        crate::venue::execution(config, live).map_err(|message| Exit { code: 2, message })?;
     let stack = LocalStack::start(config, data_dir)?;
     let endpoints = stack.endpoints.clone();
     let (store, client, js) = connect_and_migrate(config, &endpoints, "jarvis-up").await?;
@@ -250,6 +254,9 @@ pub async fn up(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let store_for_trading = store.clone();
+    let (execution, poller) = crate::venue::spawn(config, execution, &store, &js, || {
+        until_stopped(stopped.clone())
+    })?;
     let js_for_trading = js.clone();
     let memory = config.memory.enabled.then(|| {
         let (store, client, js) = (store.clone(), client.clone(), js.clone());
@@ -297,6 +304,9 @@ pub async fn up(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
     }
     if let Some(llm) = llm {
         let _ = llm.await;
+    }
+    for task in execution.into_iter().chain(poller) {
+        let _ = task.await;
     }
     // Close our connections before the private Postgres shuts down under them.
     pool.close().await;

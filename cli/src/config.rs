@@ -41,6 +41,12 @@ pub struct Config {
     /// `[llm]`: the LLM router (off without providers).
     #[serde(default)]
     pub llm: jarvis_agents::llm::LlmConfig,
+    /// `[venue]`: which venue executes approved orders (paper or Jupiter), and Jupiter's limits.
+    #[serde(default)]
+    pub venue: jarvis_agents::execution::VenueConfig,
+    /// `[market]`: the live price poller.
+    #[serde(default)]
+    pub market: jarvis_agents::market::price_poller::MarketConfig,
 }
 
 /// `[portfolio]`: what the paper portfolio opens with.
@@ -280,7 +286,20 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("paper: {e}"))?;
         self.memory.validate().map_err(|e| anyhow::anyhow!(e))?;
         self.llm.validate().map_err(|e| anyhow::anyhow!(e))?;
+        self.venue.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.market
+            .settings(self.token_book()?)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())
+    }
+
+    /// The token book: defaults plus `[venue.tokens]`.
+    ///
+    /// # Errors
+    /// A bad `[venue.tokens]` entry.
+    pub fn token_book(&self) -> anyhow::Result<jarvis_agents::execution::tokens::TokenBook> {
+        jarvis_agents::execution::tokens::TokenBook::with(&self.venue.tokens)
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// The streams' settings.
@@ -300,7 +319,7 @@ impl Config {
             strategy: self.treasury.clone(),
             limits: self.risk.clone(),
             paper: self.paper.clone(),
-            submit_to_paper: true,
+            submit_to_paper: self.venue.kind == jarvis_agents::execution::VenueKind::Paper,
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`bench`]: `jarvis bench store|relay|e2e|backtest`, our figures beside a raw baseline measured in the same run.
 //! - [`memory`]: `jarvis memory recall|forget|rebuild`.
 //! - [`llm`]: `jarvis llm ask|usage`, and `jarvis-llm` in `jarvis up`.
+//! - [`venue`]: `up`'s Jupiter execution agent and price poller, and the `--live` checks.
 
 pub mod backtest;
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod memory;
 pub mod llm;
 pub mod stack;
+pub mod venue;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,7 +57,12 @@ pub enum Command {
     /// Run the outbox relay alone (store → JetStream).
     Relay,
     /// Run the relay and every agent; with no database or NATS URL configured, start private servers too.
-    Up,
+    Up {
+        /// Trade live on Solana: also needs `venue.kind = "jupiter"`, `venue.live = true` and a readable
+        /// `venue.keypair_path`; without it the Jupiter venue dry-runs on real quotes.
+        #[arg(long)]
+        live: bool,
+    },
     /// Read events: tail them from the bus, or trace one's causes in the store.
     #[command(subcommand)]
     Events(commands::EventsCommand),
@@ -131,7 +138,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => commands::migrate(&config, &cli.data_dir).await,
         Command::Ingest(cmd) => commands::ingest(&config, &cli.data_dir, cmd).await,
         Command::Relay => commands::relay(&config, &cli.data_dir).await,
-        Command::Up => commands::up(&config, &cli.data_dir).await,
+        Command::Up { live } => commands::up(&config, &cli.data_dir, live).await,
         Command::Events(cmd) => commands::events(&config, &cli.data_dir, cmd).await,
         Command::Status { json } => commands::status(&config, &cli.data_dir, json).await,
         Command::Bench(cmd) => bench::run(&config, &cli.data_dir, cmd).await,

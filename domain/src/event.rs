@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::backtest::{BacktestEvent, BacktestRun};
 use crate::chat::{Conversation, ConversationEvent};
 use crate::llm::{LlmEvent, LlmLedger};
-use crate::market::{MarketFeed, MarketFeedEvent};
+use crate::market::{MarketFeed, MarketFeedEvent, PriceFeed, PriceFeedEvent};
 use crate::memory::{UserMemory, UserMemoryEvent};
 use crate::trading::order::{Order, OrderEvent};
 use crate::trading::paper::{PaperEvent, PaperVenue};
@@ -50,6 +50,7 @@ macro_rules! event_types {
 }
 event_types!(
     MarketFeedEvent,
+    PriceFeedEvent,
     OrderEvent,
     PortfolioEvent,
     RiskEvent,
@@ -64,6 +65,7 @@ event_types!(
 pub fn context_of(aggregate_type: &str) -> Option<&'static str> {
     match aggregate_type {
         MarketFeed::TYPE => Some(MarketFeed::CONTEXT),
+        PriceFeed::TYPE => Some(PriceFeed::CONTEXT),
         Order::TYPE => Some(Order::CONTEXT),
         Portfolio::TYPE => Some(Portfolio::CONTEXT),
         RiskBook::TYPE => Some(RiskBook::CONTEXT),
@@ -292,6 +294,8 @@ pub enum DecodeError {
 pub enum AnyEvent {
     /// An event of a `MarketFeed` (context `market`).
     Market(MarketFeedEvent),
+    /// An event of a `PriceFeed` (context `market` too: live prices beside candles).
+    Price(PriceFeedEvent),
     /// An event of an `Order` (context `trade`).
     Trade(OrderEvent),
     /// An event of the `Portfolio` (context `portfolio`).
@@ -356,6 +360,9 @@ impl AnyEvent {
             .and_then(|v| v.parse().ok())
             .ok_or_else(malformed)?;
         match context {
+            PriceFeed::CONTEXT if PriceFeedEvent::version_of(event_type).is_some() => {
+                decode_as(ce_type, event_type, version, data).map(Self::Price)
+            }
             MarketFeed::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Market),
             Order::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Trade),
             Portfolio::CONTEXT => {
@@ -379,6 +386,7 @@ impl AnyEvent {
     pub fn event_type(&self) -> String {
         match self {
             Self::Market(e) => e.event_type(),
+            Self::Price(e) => e.event_type(),
             Self::Trade(e) => e.event_type(),
             Self::Portfolio(e) => e.event_type(),
             Self::Risk(e) => e.event_type(),

@@ -11,7 +11,7 @@ use crate::backtest::{BacktestEvent, BacktestRun};
 use crate::chat::{Conversation, ConversationEvent};
 use crate::event::{EventTypes, JarvisAggregate};
 use crate::llm::{LlmEvent, LlmLedger};
-use crate::market::{MarketFeed, MarketFeedEvent};
+use crate::market::{MarketFeed, MarketFeedEvent, PriceFeed, PriceFeedEvent};
 use crate::memory::{UserMemory, UserMemoryEvent};
 use crate::trading::order::{Order, OrderEvent};
 use crate::trading::paper::{PaperEvent, PaperVenue};
@@ -22,6 +22,7 @@ use crate::trading::risk::{RiskBook, RiskEvent};
 pub fn all() -> Vec<(String, Value)> {
     let mut out = Vec::new();
     out.extend(of::<MarketFeedEvent>(MarketFeed::CONTEXT));
+    out.extend(of::<PriceFeedEvent>(PriceFeed::CONTEXT));
     out.extend(of::<OrderEvent>(Order::CONTEXT));
     out.extend(of::<PortfolioEvent>(Portfolio::CONTEXT));
     out.extend(of::<RiskEvent>(RiskBook::CONTEXT));
@@ -91,7 +92,7 @@ mod tests {
     fn every_event_type_has_a_schema_and_no_file_is_stale() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas");
         let names: Vec<String> = super::all().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names.len(), 1 + 6 + 4 + 5 + 4 + 1 + 2 + 2 + 6, "{names:?}");
+        assert_eq!(names.len(), 1 + 6 + 4 + 5 + 4 + 1 + 2 + 2 + 6 + 1 + 2, "{names:?}");
         for entry in std::fs::read_dir(&dir).unwrap() {
             let file = entry.unwrap().file_name().to_string_lossy().into_owned();
             if file.ends_with(".json") {

@@ -6,7 +6,8 @@
 //!   file, with its own store directory; [`NatsServer::restart`] brings it back on the same port and store.
 //! - [`TestDb`]: `CREATE DATABASE jarvis_test_<uuid>` on the machine's Postgres (`JARVIS_TEST_DATABASE_URL`,
 //!   default `postgres://postgres@127.0.0.1:5432/postgres`), dropped with `FORCE` on drop.
-//! - [`fakes`]: fakes of third-party HTTP APIs (OpenAI-compatible chat and embeddings, Ollama) in their real wire formats.
+//! - [`fakes`]: fakes of third-party HTTP APIs in their real wire formats: OpenAI-compatible chat and embeddings,
+//!   Ollama, Jupiter, Solana JSON-RPC.
 
 pub mod fakes;
 

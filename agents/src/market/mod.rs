@@ -1,3 +1,5 @@
-//! The market agent: turns price sources (candle files today; live feeds later) into market events.
+//! The market agent: turns price sources into market events: candle files into `CandleClosed`, and the
+//! live Jupiter Price API into `PriceObserved` ([`price_poller`]).
 pub mod candle_file;
 pub mod ingest;
+pub mod price_poller;

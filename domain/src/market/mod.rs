@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::event::JarvisAggregate;
 use crate::values::{Candle, DomainError, Symbol};
 
+pub mod price;
+pub use price::{PriceFeed, PriceFeedCommand, PriceFeedEvent, PriceFeedId, PriceObserved};
+
 /// The id of a market feed: `<SYMBOL>@<YYYY-MM-DD>`, e.g. `BTC/USDT@2021-12-06`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MarketFeedId {

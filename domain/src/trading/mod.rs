@@ -6,11 +6,14 @@
 //! - [`paper`]: the `PaperVenue` aggregate: fills at the next observed price, with slippage, fees and a
 //!   volume cap.
 //! - [`risk`]: the `RiskBook` aggregate: limits, halts, and the assessment of every proposal.
+//! - [`swap`]: what an on-chain venue adds to an order: the pre-sign gate's verdict, the signature sent,
+//!   the swap's receipt.
 
 pub mod order;
 pub mod paper;
 pub mod portfolio;
 pub mod risk;
+pub mod swap;
 pub mod values;
 
 pub use order::{Order, OrderCommand, OrderEvent, OrderStatus, TradeProposal};

@@ -14,6 +14,7 @@ use rust_decimal::Decimal;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::swap::{describe, GateFailure, OrderSent, QuoteRejected, SwapFill};
 use super::values::{
     mul, non_negative, positive, AmountError, OrderId, PricePoint, Rationale, RiskViolation, Side,
 };
@@ -96,6 +97,39 @@ pub enum OrderCommand {
         /// When.
         failed_at: DateTime<Utc>,
     },
+    /// The venue's quote broke the pre-sign gate: nothing is sent and the order ends as failed.
+    RejectQuote {
+        /// The venue that quoted.
+        venue: String,
+        /// Every broken check (at least one).
+        checks: Vec<GateFailure>,
+        /// When the gate decided.
+        rejected_at: DateTime<Utc>,
+    },
+    /// Record the signature of the transaction about to be sent (at most one per order).
+    RecordSent {
+        /// The transaction's signature.
+        signature: String,
+        /// The last block height at which it can land.
+        last_valid_block_height: u64,
+        /// When.
+        sent_at: DateTime<Utc>,
+    },
+    /// An on-chain venue filled it: like `Fill`, with the swap's receipt.
+    FillSwap {
+        /// The venue's id of this fill (the signature, or `simulated-<order>`).
+        fill_id: String,
+        /// Base units filled; greater than zero.
+        quantity: Decimal,
+        /// Price; greater than zero.
+        price: Decimal,
+        /// Fee, in the quote asset; zero or more.
+        fee: Decimal,
+        /// When.
+        filled_at: DateTime<Utc>,
+        /// The swap's receipt.
+        swap: SwapFill,
+    },
 }
 
 impl OrderCommand {
@@ -107,6 +141,9 @@ impl OrderCommand {
             Self::Submit { .. } => "submit",
             Self::Fill { .. } => "fill",
             Self::Fail { .. } => "fail",
+            Self::RejectQuote { .. } => "reject quote",
+            Self::RecordSent { .. } => "record sent",
+            Self::FillSwap { .. } => "fill",
         }
     }
 }
@@ -173,6 +210,9 @@ pub struct OrderFilled {
     pub filled_total: Decimal,
     /// Whether `filled_total` equals the proposed quantity.
     pub complete: bool,
+    /// The on-chain receipt, when an on-chain venue filled it (absent for the paper venue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<SwapFill>,
 }
 
 /// Payload of `OrderFailed`.
@@ -203,6 +243,10 @@ pub enum OrderEvent {
     OrderFilled(OrderFilled),
     /// The venue gave up on it.
     OrderFailed(OrderFailed),
+    /// The venue's quote broke the pre-sign gate (the order ends as failed).
+    QuoteRejected(QuoteRejected),
+    /// The signed transaction's signature, recorded before sending.
+    OrderSent(OrderSent),
 }
 
 impl OrderEvent {
@@ -214,6 +258,8 @@ impl OrderEvent {
         ("OrderSubmitted", 1),
         ("OrderFilled", 1),
         ("OrderFailed", 1),
+        ("QuoteRejected", 1),
+        ("OrderSent", 1),
     ];
 }
 
@@ -226,6 +272,8 @@ impl DomainEvent for OrderEvent {
             Self::OrderSubmitted(_) => "OrderSubmitted",
             Self::OrderFilled(_) => "OrderFilled",
             Self::OrderFailed(_) => "OrderFailed",
+            Self::QuoteRejected(_) => "QuoteRejected",
+            Self::OrderSent(_) => "OrderSent",
         }
         .to_string()
     }
@@ -362,6 +410,30 @@ pub enum OrderError {
         /// The proposed quantity.
         ordered: Decimal,
     },
+    /// A gate rejection without any broken check.
+    #[error("order {order_id}: cannot reject a quote without a broken check")]
+    NoChecks {
+        /// The order.
+        order_id: OrderId,
+    },
+    /// A second, different transaction for an order that already has one.
+    #[error("order {order_id}: already sent as transaction {recorded}, offered {offered}: an order is sent at most once")]
+    AlreadySent {
+        /// The order.
+        order_id: OrderId,
+        /// The recorded signature.
+        recorded: String,
+        /// The offered signature.
+        offered: String,
+    },
+    /// A quote rejection for an order whose transaction was already sent.
+    #[error("order {order_id}: cannot reject the quote: transaction {signature} was already sent")]
+    SentBeforeRejection {
+        /// The order.
+        order_id: OrderId,
+        /// The recorded signature.
+        signature: String,
+    },
     /// A failure with another reason than the recorded one.
     #[error("order {order_id}: already failed with reason {recorded:?}, offered {offered:?}")]
     ConflictingFailure {
@@ -386,6 +458,8 @@ pub struct Order {
     notional: Decimal,
     fees: Decimal,
     failure: Option<String>,
+    #[serde(default)]
+    sent: Option<OrderSent>,
 }
 
 fn add(field: &'static str, a: Decimal, b: Decimal) -> Result<Decimal, AmountError> {
@@ -464,6 +538,21 @@ impl Order {
     /// Fees paid on the fills so far, in the quote asset.
     pub fn fees(&self) -> Decimal {
         self.fees
+    }
+
+    /// The venue it was submitted to, once submitted.
+    pub fn venue(&self) -> Option<&str> {
+        self.venue.as_deref()
+    }
+
+    /// The transaction recorded as sent, if any (on-chain venues).
+    pub fn sent(&self) -> Option<&OrderSent> {
+        self.sent.as_ref()
+    }
+
+    /// Why it failed, once failed.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
     }
 
     /// Decides what `command` records. Pure: returns the events (none for a repeat), or the refusal.
@@ -555,59 +644,60 @@ impl Order {
                 price,
                 fee,
                 filled_at,
-            } => {
-                let offered = Fill {
-                    quantity,
-                    price,
-                    fee,
-                    filled_at,
-                };
-                if let Some(recorded) = self.fills.get(&fill_id) {
-                    let same = recorded.quantity == quantity
-                        && recorded.price == price
-                        && recorded.fee == fee;
-                    return if same {
-                        Ok(vec![])
-                    } else {
-                        Err(OrderError::ConflictingFill {
-                            order_id,
-                            fill_id,
-                            recorded: Box::new(recorded.clone()),
-                            offered: Box::new(offered),
-                        })
-                    };
-                }
-                if !matches!(status, Submitted | PartiallyFilled) {
-                    return wrong("fill", "submitted or partially_filled");
-                }
-                positive("quantity", quantity)?;
-                positive("price", price)?;
-                non_negative("fee", fee)?;
-                let filled_total = add("filled_total", self.filled_quantity, quantity)?;
-                if filled_total > p.quantity {
-                    return Err(OrderError::Overfill {
-                        order_id,
-                        fill_id,
-                        quantity,
-                        filled_total,
-                        ordered: p.quantity,
-                    });
-                }
-                add("fees", self.fees, fee)?;
-                add("notional", self.notional, mul("notional", quantity, price)?)?;
-                Ok(vec![OrderEvent::OrderFilled(OrderFilled {
-                    order_id,
-                    fill_id,
-                    symbol: p.symbol.clone(),
-                    side: p.side,
-                    quantity,
-                    price,
-                    fee,
-                    filled_at,
-                    filled_total,
-                    complete: filled_total == p.quantity,
-                })])
+            } => self.decide_fill(fill_id, quantity, price, fee, filled_at, None),
+            OrderCommand::FillSwap {
+                fill_id,
+                quantity,
+                price,
+                fee,
+                filled_at,
+                swap,
+            } => self.decide_fill(fill_id, quantity, price, fee, filled_at, Some(swap)),
+            OrderCommand::RejectQuote { checks, .. } if checks.is_empty() => {
+                Err(OrderError::NoChecks { order_id })
             }
+            OrderCommand::RejectQuote {
+                venue,
+                checks,
+                rejected_at,
+            } => match (status, &self.sent, &self.failure) {
+                (Submitted, Some(sent), _) => Err(OrderError::SentBeforeRejection {
+                    order_id,
+                    signature: sent.signature.clone(),
+                }),
+                (Submitted, None, _) => Ok(vec![OrderEvent::QuoteRejected(QuoteRejected {
+                    order_id,
+                    venue,
+                    checks,
+                    rejected_at,
+                })]),
+                (Failed, _, Some(recorded)) if *recorded == describe(&checks) => Ok(vec![]),
+                (Failed, _, Some(recorded)) => Err(OrderError::ConflictingFailure {
+                    order_id,
+                    recorded: recorded.clone(),
+                    offered: describe(&checks),
+                }),
+                _ => wrong("reject quote", "submitted"),
+            },
+            OrderCommand::RecordSent {
+                signature,
+                last_valid_block_height,
+                sent_at,
+            } => match (status, &self.sent) {
+                (_, Some(sent)) if sent.signature == signature => Ok(vec![]),
+                (_, Some(sent)) => Err(OrderError::AlreadySent {
+                    order_id,
+                    recorded: sent.signature.clone(),
+                    offered: signature,
+                }),
+                (Submitted, None) => Ok(vec![OrderEvent::OrderSent(OrderSent {
+                    order_id,
+                    signature,
+                    last_valid_block_height,
+                    sent_at,
+                })]),
+                _ => wrong("record sent", "submitted"),
+            },
             OrderCommand::Fail { reason, failed_at } => match (status, &self.failure) {
                 (Submitted | PartiallyFilled, _) => {
                     Ok(vec![OrderEvent::OrderFailed(OrderFailed {
@@ -626,6 +716,79 @@ impl Order {
                 _ => wrong("fail", "submitted or partially_filled"),
             },
         }
+    }
+
+    fn decide_fill(
+        &self,
+        fill_id: String,
+        quantity: Decimal,
+        price: Decimal,
+        fee: Decimal,
+        filled_at: DateTime<Utc>,
+        swap: Option<SwapFill>,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        let Some(p) = &self.proposal else {
+            return Err(OrderError::UnknownOrder { action: "fill" });
+        };
+        let order_id = p.order_id;
+        let status = self.status;
+        use OrderStatus::*;
+        let offered = Fill {
+            quantity,
+            price,
+            fee,
+            filled_at,
+        };
+        if let Some(recorded) = self.fills.get(&fill_id) {
+            let same =
+                recorded.quantity == quantity && recorded.price == price && recorded.fee == fee;
+            return if same {
+                Ok(vec![])
+            } else {
+                Err(OrderError::ConflictingFill {
+                    order_id,
+                    fill_id,
+                    recorded: Box::new(recorded.clone()),
+                    offered: Box::new(offered),
+                })
+            };
+        }
+        if !matches!(status, Submitted | PartiallyFilled) {
+            return Err(OrderError::WrongStatus {
+                order_id,
+                action: "fill",
+                status,
+                needs: "submitted or partially_filled",
+            });
+        }
+        positive("quantity", quantity)?;
+        positive("price", price)?;
+        non_negative("fee", fee)?;
+        let filled_total = add("filled_total", self.filled_quantity, quantity)?;
+        if filled_total > p.quantity {
+            return Err(OrderError::Overfill {
+                order_id,
+                fill_id,
+                quantity,
+                filled_total,
+                ordered: p.quantity,
+            });
+        }
+        add("fees", self.fees, fee)?;
+        add("notional", self.notional, mul("notional", quantity, price)?)?;
+        Ok(vec![OrderEvent::OrderFilled(OrderFilled {
+            order_id,
+            fill_id,
+            symbol: p.symbol.clone(),
+            side: p.side,
+            quantity,
+            price,
+            fee,
+            filled_at,
+            filled_total,
+            complete: filled_total == p.quantity,
+            swap,
+        })])
     }
 }
 
@@ -687,6 +850,11 @@ impl Aggregate for Order {
                 self.failure = Some(e.reason);
                 self.status = OrderStatus::Failed;
             }
+            OrderEvent::QuoteRejected(e) => {
+                self.failure = Some(describe(&e.checks));
+                self.status = OrderStatus::Failed;
+            }
+            OrderEvent::OrderSent(e) => self.sent = Some(e),
         }
     }
 }
@@ -837,6 +1005,7 @@ mod tests {
             filled_at: at(4),
             filled_total: dec(total),
             complete: dec(total) == dec("4"),
+            swap: None,
         })
     }
 
@@ -1068,10 +1237,175 @@ mod tests {
         assert_eq!(err, format!("order {}: {want}", id()));
     }
 
+    fn gate_failures() -> Vec<GateFailure> {
+        vec![GateFailure {
+            check: super::super::swap::GateCheck::PriceImpact,
+            limit: Some(dec("100")),
+            actual: Some(dec("250")),
+            detail: "price impact 250 bps above 100 bps".into(),
+        }]
+    }
+
+    fn reject_quote(checks: Vec<GateFailure>) -> OrderCommand {
+        C::RejectQuote {
+            venue: "jupiter".into(),
+            checks,
+            rejected_at: at(3),
+        }
+    }
+
+    fn quote_rejected() -> OrderEvent {
+        E::QuoteRejected(QuoteRejected {
+            order_id: id(),
+            venue: "jupiter".into(),
+            checks: gate_failures(),
+            rejected_at: at(3),
+        })
+    }
+
+    fn record_sent(signature: &str) -> OrderCommand {
+        C::RecordSent {
+            signature: signature.into(),
+            last_valid_block_height: 1_000,
+            sent_at: at(3),
+        }
+    }
+
+    fn sent(signature: &str) -> OrderEvent {
+        E::OrderSent(OrderSent {
+            order_id: id(),
+            signature: signature.into(),
+            last_valid_block_height: 1_000,
+            sent_at: at(3),
+        })
+    }
+
+    fn swap_receipt() -> SwapFill {
+        SwapFill {
+            venue: "jupiter".into(),
+            signature: Some("sig-1".into()),
+            simulated: false,
+            input_mint: "USDC".into(),
+            output_mint: "SOL".into(),
+            in_amount: dec("400000000"),
+            out_amount: dec("4000000000"),
+            fee_lamports: dec("5000"),
+            slot: Some(7),
+            amounts_from: "token_balances".into(),
+        }
+    }
+
+    #[test]
+    fn a_rejected_quote_fails_the_order_with_its_numbers_and_repeats_are_no_ops() {
+        expect(
+            submitted(),
+            reject_quote(gate_failures()),
+            vec![quote_rejected()],
+        );
+        let mut after = submitted();
+        after.push(quote_rejected());
+        expect(after.clone(), reject_quote(gate_failures()), vec![]);
+        let order = order(after.clone());
+        assert_eq!(order.status(), OrderStatus::Failed);
+        assert_eq!(
+            order.failure(),
+            Some("quote rejected by the pre-sign gate: price impact 250 bps above 100 bps")
+        );
+        let err = error(after, fill("f-1", "1", "100", "0"));
+        assert!(
+            err.ends_with("cannot fill: status is failed (needs submitted or partially_filled)"),
+            "{err}"
+        );
+        let err = error(submitted(), reject_quote(vec![]));
+        assert!(
+            err.ends_with("cannot reject a quote without a broken check"),
+            "{err}"
+        );
+        let err = error(vec![proposed(), approved()], reject_quote(gate_failures()));
+        assert!(
+            err.ends_with("cannot reject quote: status is approved (needs submitted)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_order_is_sent_at_most_once() {
+        expect(submitted(), record_sent("sig-1"), vec![sent("sig-1")]);
+        let mut after = submitted();
+        after.push(sent("sig-1"));
+        expect(after.clone(), record_sent("sig-1"), vec![]);
+        let err = error(after.clone(), record_sent("sig-2"));
+        assert!(
+            err.ends_with(
+                "already sent as transaction sig-1, offered sig-2: an order is sent at most once"
+            ),
+            "{err}"
+        );
+        let err = error(after.clone(), reject_quote(gate_failures()));
+        assert!(
+            err.ends_with("cannot reject the quote: transaction sig-1 was already sent"),
+            "{err}"
+        );
+        assert_eq!(
+            order(after).sent().map(|s| s.signature.as_str()),
+            Some("sig-1")
+        );
+        let err = error(vec![proposed(), approved()], record_sent("sig-1"));
+        assert!(
+            err.ends_with("cannot record sent: status is approved (needs submitted)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_swap_fill_carries_its_receipt() {
+        let mut history = submitted();
+        history.push(sent("sig-1"));
+        let command = C::FillSwap {
+            fill_id: "sig-1".into(),
+            quantity: dec("4"),
+            price: dec("100"),
+            fee: dec("0.75"),
+            filled_at: at(4),
+            swap: swap_receipt(),
+        };
+        let filled = E::OrderFilled(OrderFilled {
+            order_id: id(),
+            fill_id: "sig-1".into(),
+            symbol: btc(),
+            side: Side::Buy,
+            quantity: dec("4"),
+            price: dec("100"),
+            fee: dec("0.75"),
+            filled_at: at(4),
+            filled_total: dec("4"),
+            complete: true,
+            swap: Some(swap_receipt()),
+        });
+        expect(history.clone(), command.clone(), vec![filled.clone()]);
+        history.push(filled.clone());
+        expect(history.clone(), command, vec![]);
+        let order = order(history);
+        assert_eq!(order.status(), OrderStatus::Filled);
+        assert_eq!(order.venue(), Some("paper"));
+        // The paper venue's fills keep their JSON: no `swap` key.
+        let json = serde_json::to_value(filled_event_without_swap()).unwrap();
+        assert!(json["OrderFilled"].get("swap").is_none(), "{json}");
+    }
+
+    fn filled_event_without_swap() -> OrderEvent {
+        filled("f-1", "1", "100", "1")
+    }
+
     #[test]
     fn every_event_round_trips_through_json() {
         let mut events = partially_filled();
-        events.extend([rejected(), failed("venue down")]);
+        events.extend([
+            rejected(),
+            failed("venue down"),
+            quote_rejected(),
+            sent("sig-1"),
+        ]);
         assert_eq!(events.len(), OrderEvent::TYPES.len());
         for event in events {
             let json = serde_json::to_string(&event).unwrap();

@@ -5,10 +5,14 @@
 //!
 //! - [`openai`], [`ollama`]: LLM providers (scripted with [`Reply`]).
 //! - [`embeddings`]: an OpenAI-compatible `POST /v1/embeddings` with deterministic vectors.
+//! - [`jupiter`]: Jupiter's Swap API v1 (quote, swap) and Price API v3.
+//! - [`solana_rpc`]: a Solana JSON-RPC node (send, statuses, block height, transactions).
 
 pub mod embeddings;
+pub mod jupiter;
 pub mod ollama;
 pub mod openai;
+pub mod solana_rpc;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
