@@ -12,6 +12,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::market::{MarketFeed, MarketFeedEvent};
+use crate::sentiment::{SentimentEvent, TokenSentiment};
+use crate::social::{XFeed, XFeedEvent};
 use crate::trading::order::{Order, OrderEvent};
 use crate::trading::paper::{PaperEvent, PaperVenue};
 use crate::trading::portfolio::{Portfolio, PortfolioEvent};
@@ -49,7 +51,9 @@ event_types!(
     OrderEvent,
     PortfolioEvent,
     RiskEvent,
-    PaperEvent
+    PaperEvent,
+    XFeedEvent,
+    SentimentEvent
 );
 
 /// The bounded context of a stored aggregate type, if Jarvis knows it.
@@ -60,6 +64,8 @@ pub fn context_of(aggregate_type: &str) -> Option<&'static str> {
         Portfolio::TYPE => Some(Portfolio::CONTEXT),
         RiskBook::TYPE => Some(RiskBook::CONTEXT),
         PaperVenue::TYPE => Some(PaperVenue::CONTEXT),
+        XFeed::TYPE => Some(XFeed::CONTEXT),
+        TokenSentiment::TYPE => Some(TokenSentiment::CONTEXT),
         _ => None,
     }
 }
@@ -259,6 +265,10 @@ pub enum AnyEvent {
     Risk(RiskEvent),
     /// An event of the `PaperVenue` (context `execution`).
     Execution(PaperEvent),
+    /// An event of an `XFeed` (context `social`).
+    Social(XFeedEvent),
+    /// An event of a `TokenSentiment` (context `sentiment`).
+    Sentiment(SentimentEvent),
 }
 
 /// Decodes the body of `event_type` at `version` as an event of the enum `E`.
@@ -316,6 +326,10 @@ impl AnyEvent {
             PaperVenue::CONTEXT => {
                 decode_as(ce_type, event_type, version, data).map(Self::Execution)
             }
+            XFeed::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Social),
+            TokenSentiment::CONTEXT => {
+                decode_as(ce_type, event_type, version, data).map(Self::Sentiment)
+            }
             _ => Err(DecodeError::UnknownType(ce_type.to_string())),
         }
     }
@@ -328,6 +342,8 @@ impl AnyEvent {
             Self::Portfolio(e) => e.event_type(),
             Self::Risk(e) => e.event_type(),
             Self::Execution(e) => e.event_type(),
+            Self::Social(e) => e.event_type(),
+            Self::Sentiment(e) => e.event_type(),
         }
     }
 }
@@ -401,6 +417,8 @@ mod tests {
             ("Portfolio", "portfolio"),
             ("RiskBook", "risk"),
             ("PaperVenue", "execution"),
+            ("XFeed", "social"),
+            ("TokenSentiment", "sentiment"),
         ] {
             assert_eq!(context_of(aggregate), Some(context));
         }

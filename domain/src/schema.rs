@@ -9,6 +9,8 @@ use serde_json::{Map, Value};
 
 use crate::event::{EventTypes, JarvisAggregate};
 use crate::market::{MarketFeed, MarketFeedEvent};
+use crate::sentiment::{SentimentEvent, TokenSentiment};
+use crate::social::{XFeed, XFeedEvent};
 use crate::trading::order::{Order, OrderEvent};
 use crate::trading::paper::{PaperEvent, PaperVenue};
 use crate::trading::portfolio::{Portfolio, PortfolioEvent};
@@ -22,6 +24,8 @@ pub fn all() -> Vec<(String, Value)> {
     out.extend(of::<PortfolioEvent>(Portfolio::CONTEXT));
     out.extend(of::<RiskEvent>(RiskBook::CONTEXT));
     out.extend(of::<PaperEvent>(PaperVenue::CONTEXT));
+    out.extend(of::<XFeedEvent>(XFeed::CONTEXT));
+    out.extend(of::<SentimentEvent>(TokenSentiment::CONTEXT));
     out
 }
 
@@ -83,7 +87,7 @@ mod tests {
     fn every_event_type_has_a_schema_and_no_file_is_stale() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas");
         let names: Vec<String> = super::all().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names.len(), 1 + 6 + 4 + 5 + 4, "{names:?}");
+        assert_eq!(names.len(), 1 + 6 + 4 + 5 + 4 + 1 + 1, "{names:?}");
         for entry in std::fs::read_dir(&dir).unwrap() {
             let file = entry.unwrap().file_name().to_string_lossy().into_owned();
             if file.ends_with(".json") {
