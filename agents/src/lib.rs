@@ -7,6 +7,8 @@
 //! - [`trading`]: the trading pipeline: for each closed candle, execution → settlement → treasury → risk →
 //!   execution, each step an agent's command on its own aggregate.
 //! - [`treasury`]: strategies (a trait, and the default rebalancer with momentum and sentiment tilts).
+//! - [`sentiment`]: the sentiment agent: the offline classifier and the LLM scorer behind one trait, token
+//!   extraction, and the consumer that scores `TweetReceived` into `SentimentScored`.
 //! - [`runtime`]: what agents share (mapping command failures onto retry or dead-letter).
 //! - [`market`]: the market agent: candle files ([`market::candle_file`]) and their ingestion into
 //!   `MarketFeed` aggregates ([`market::ingest`]).
@@ -15,5 +17,6 @@ pub mod market;
 pub mod relay;
 pub mod risk;
 pub mod runtime;
+pub mod sentiment;
 pub mod trading;
 pub mod treasury;

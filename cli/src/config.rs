@@ -35,6 +35,9 @@ pub struct Config {
     /// `[paper]`: the paper venue's fill model.
     #[serde(default)]
     pub paper: jarvis_domain::trading::paper::PaperConfig,
+    /// `[sentiment]`: the sentiment agent.
+    #[serde(default)]
+    pub sentiment: crate::sentiment::SentimentConfig,
 }
 
 /// `[portfolio]`: what the paper portfolio opens with.

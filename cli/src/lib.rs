@@ -6,11 +6,13 @@
 //! - [`stack`]: where the store and the bus are, and `jarvis up`'s private nats-server and Postgres.
 //! - [`commands`]: `migrate`, `ingest`, `relay`, `up` (relay, trading pipeline, `jarvis-risk`), `events tail`,
 //!   `events trace`, `status`.
+//! - [`sentiment`]: `sentiment train|eval`, the offline classifier from the shell.
 //! - [`bench`]: `jarvis bench store|relay|e2e`, our figures beside a raw baseline measured in the same run.
 
 pub mod bench;
 pub mod commands;
 pub mod config;
+pub mod sentiment;
 pub mod stack;
 
 use std::path::PathBuf;
@@ -62,6 +64,9 @@ pub enum Command {
     /// Benchmarks: our rate beside a raw baseline, measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The offline sentiment classifier: train it, evaluate it beside a lexicon baseline.
+    #[command(subcommand)]
+    Sentiment(sentiment::SentimentCommand),
 }
 
 /// An error that maps to a specific exit code (2: bad input).
@@ -121,6 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(cmd) => commands::events(&config, &cli.data_dir, cmd).await,
         Command::Status { json } => commands::status(&config, &cli.data_dir, json).await,
         Command::Bench(cmd) => bench::run(&config, &cli.data_dir, cmd).await,
+        Command::Sentiment(cmd) => sentiment::run(cmd),
     }
 }
 

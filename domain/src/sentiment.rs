@@ -404,12 +404,18 @@ mod tests {
         let t = "2024-03-01T02:00:00Z".parse().unwrap();
         // Weights 0.8 * 0.5^(2h/2h) = 0.4 and 0.8: (0.4 - 0.8) / 1.2 = -0.3333.
         assert_eq!(
-            state.decayed_average(t, Duration::hours(2)).unwrap().to_string(),
+            state
+                .decayed_average(t, Duration::hours(2))
+                .unwrap()
+                .to_string(),
             "-0.3333"
         );
         let before = "2024-03-01T01:00:00Z".parse().unwrap();
         assert_eq!(
-            state.decayed_average(before, Duration::hours(2)).unwrap().to_string(),
+            state
+                .decayed_average(before, Duration::hours(2))
+                .unwrap()
+                .to_string(),
             "1"
         );
         assert!(TokenSentiment::default()
@@ -419,9 +425,13 @@ mod tests {
 
     #[test]
     fn labels_parse_and_serialize_lowercase() {
-        assert_eq!("Bullish".parse::<SentimentLabel>().unwrap(), SentimentLabel::Bullish);
+        assert_eq!(
+            "Bullish".parse::<SentimentLabel>().unwrap(),
+            SentimentLabel::Bullish
+        );
         assert!("up".parse::<SentimentLabel>().is_err());
-        let json = serde_json::to_value(scored(score(1, 1, "0.25", SentimentLabel::Bearish))).unwrap();
+        let json =
+            serde_json::to_value(scored(score(1, 1, "0.25", SentimentLabel::Bearish))).unwrap();
         assert_eq!(json["SentimentScored"]["label"], "bearish");
         assert_eq!(json["SentimentScored"]["score"], "0.25");
     }

@@ -273,10 +273,7 @@ mod tests {
             .inspect_result()
             .unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.contains("\"gm\"") && text.contains("\"gn\""),
-            "{text}"
-        );
+        assert!(text.contains("\"gm\"") && text.contains("\"gn\""), "{text}");
     }
 
     #[test]
