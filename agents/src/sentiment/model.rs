@@ -458,7 +458,7 @@ fn write_model(file: &ModelFile) -> String {
         } else {
             ""
         };
-        let line: Vec<String> = chunk.iter().map(|h| j(h)).collect::<Vec<_>>();
+        let line: Vec<String> = chunk.iter().map(j).collect();
         let _ = writeln!(out, "{}{sep}", line.join(","));
     }
     out.push_str("]\n}\n");
