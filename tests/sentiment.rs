@@ -363,3 +363,33 @@ fn bench_sentiment_json_has_its_rate_and_baseline() {
     }
     assert_eq!(report["texts"], 9543);
 }
+
+/// `jarvis up` against the test's servers, killed on drop.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jarvis_up_runs_the_sentiment_agent() {
+    let env = Env::start().await;
+    let _up = Up(Command::new(env!("CARGO_BIN_EXE_jarvis"))
+        .arg("up")
+        .env("JARVIS_DATABASE_URL", env.db.url())
+        .env("JARVIS_NATS_URL", env.nats.url())
+        .env("JARVIS_LOG", "warn")
+        .env("JARVIS_SENTIMENT__ALIASES__WIF", "[\"dogwifhat\"]")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap());
+    receive(&env.store, tweet("5", "dogwifhat holders are dumping hard")).await;
+    let events = scored(&env.store, 1).await;
+    assert_eq!(events[0].payload["token"], "WIF");
+    assert_eq!(events[0].metadata.source, "sentiment");
+}

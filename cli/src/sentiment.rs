@@ -42,11 +42,17 @@ impl Default for SentimentConfig {
 }
 
 impl SentimentConfig {
-    /// The agent's settings.
+    /// The agent's settings. Token keys are upper-cased: environment variables reach the configuration in
+    /// lower case (`JARVIS_SENTIMENT__ALIASES__WIF` is `sentiment.aliases.wif`).
     pub fn settings(&self) -> jarvis_agents::sentiment::SentimentSettings {
-        jarvis_agents::sentiment::SentimentSettings {
-            aliases: self.aliases.clone(),
+        let mut aliases = std::collections::BTreeMap::<String, Vec<String>>::new();
+        for (token, names) in &self.aliases {
+            aliases
+                .entry(token.to_ascii_uppercase())
+                .or_default()
+                .extend(names.iter().cloned());
         }
+        jarvis_agents::sentiment::SentimentSettings { aliases }
     }
 }
 
