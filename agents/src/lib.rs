@@ -8,6 +8,8 @@
 //! - [`trading`]: the trading pipeline: for each closed candle, execution → settlement → treasury → risk →
 //!   execution, each step an agent's command on its own aggregate.
 //! - [`treasury`]: strategies (a trait, and the default rebalancer with momentum and sentiment tilts).
+//! - [`sentiment`]: the sentiment agent: the offline classifier and the LLM scorer behind one trait, token
+//!   extraction, and the consumer that scores `TweetReceived` into `SentimentScored`.
 //! - [`runtime`]: what agents share (mapping command failures onto retry or dead-letter).
 //! - [`memory`]: the memory agent: chat events → `MemoryStored`, the `memories` read model, recall and forget
 //!   as the micro service `jarvis-memory`.
@@ -24,5 +26,6 @@ pub mod memory;
 pub mod relay;
 pub mod risk;
 pub mod runtime;
+pub mod sentiment;
 pub mod trading;
 pub mod treasury;

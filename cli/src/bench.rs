@@ -75,6 +75,18 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Sentiment: texts/s of the offline scorer on one core, beside tokenising the same texts.
+    Sentiment {
+        /// Labelled CSV whose texts are scored.
+        #[arg(long, default_value = "data/financial_tweets_sentiment_train.csv")]
+        file: std::path::PathBuf,
+        /// Passes over the file's texts.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Relay: stored events → JetStream, vs raw async-nats windowed publishing of the same messages.
     Relay {
         /// Events relayed.
@@ -91,9 +103,15 @@ pub enum BenchCommand {
 /// # Errors
 /// When the servers are unreachable or the scratch database cannot be created.
 pub async fn run(config: &Config, data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<()> {
-    if let BenchCommand::Backtest { data, events, json } = cmd {
-        let report = crate::backtest::bench(config, &data, events).await?;
-        print_report(&report, json);
+    if let BenchCommand::Backtest { data, events, json } = &cmd {
+        let report = crate::backtest::bench(config, data, *events).await?;
+        print_report(&report, *json);
+        return Ok(());
+    }
+    if let BenchCommand::Sentiment { file, rounds, json } = &cmd {
+        // No server needed: the offline scorer is pure CPU.
+        let report = crate::sentiment::bench(file, (*rounds).max(1))?;
+        print_report(&report, *json);
         return Ok(());
     }
     let endpoints = Endpoints::resolve(config, data_dir);
@@ -119,11 +137,12 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: BenchCommand) -> anyhow:
                 let report = bench_e2e(&store, candles, rate, burst).await?;
                 print_report(&report, json);
             }
-            BenchCommand::Backtest { .. } => unreachable!("run without a database above"),
             BenchCommand::Relay { events, json } => {
                 let report = bench_relay(&store, events).await?;
                 print_report(&report, json);
             }
+            // Handled above, without a database.
+            BenchCommand::Sentiment { .. } | BenchCommand::Backtest { .. } => {}
         }
         anyhow::Ok(())
     }

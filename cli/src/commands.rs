@@ -267,6 +267,7 @@ pub async fn up(config: &Config, data_dir: &Path, live: bool) -> anyhow::Result<
             }
         })
     });
+    let (store_for_sentiment, js_for_sentiment) = (store.clone(), js.clone());
     let relay = tokio::spawn(run_relay(
         store.clone(),
         js,
@@ -293,11 +294,20 @@ pub async fn up(config: &Config, data_dir: &Path, live: bool) -> anyhow::Result<
             tracing::error!(cause = %e, "the trading pipeline failed to start");
         }
     });
+    let sentiment = spawn_sentiment(
+        config,
+        &store_for_sentiment,
+        &js_for_sentiment,
+        until_stopped(stopped.clone()),
+    )?;
     shutdown_signal().await;
     tracing::info!("stopping");
     let _ = stop.send(true);
     let _ = relay.await;
     let _ = trading.await;
+    if let Some(sentiment) = sentiment {
+        let _ = sentiment.await;
+    }
     let _ = risk.await;
     if let Some(memory) = memory {
         let _ = memory.await;
@@ -312,6 +322,33 @@ pub async fn up(config: &Config, data_dir: &Path, live: bool) -> anyhow::Result<
     pool.close().await;
     drop(stack);
     Ok(())
+}
+
+/// The sentiment agent (offline scorer), unless `[sentiment] enabled = false`.
+fn spawn_sentiment(
+    config: &Config,
+    store: &EventStore,
+    js: &async_nats::jetstream::Context,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if !config.sentiment.enabled {
+        return Ok(None);
+    }
+    let agent = jarvis_agents::sentiment::SentimentAgent::new(
+        store.clone(),
+        std::sync::Arc::new(jarvis_agents::sentiment::OfflineScorer::default()),
+        &config.sentiment.settings(),
+    )
+    .map_err(|e| Exit {
+        code: 2,
+        message: e.to_string(),
+    })?;
+    let js = js.clone();
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = jarvis_agents::sentiment::agent::run(&agent, &js, stopped).await {
+            tracing::error!(cause = %e, "the sentiment agent failed to start");
+        }
+    })))
 }
 
 /// `jarvis events tail` and `jarvis events trace`.

@@ -47,6 +47,9 @@ pub struct Config {
     /// `[market]`: the live price poller.
     #[serde(default)]
     pub market: jarvis_agents::market::price_poller::MarketConfig,
+    /// `[sentiment]`: the sentiment agent.
+    #[serde(default)]
+    pub sentiment: crate::sentiment::SentimentConfig,
 }
 
 /// `[portfolio]`: what the paper portfolio opens with.

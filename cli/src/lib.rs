@@ -11,6 +11,7 @@
 //! - [`memory`]: `jarvis memory recall|forget|rebuild`.
 //! - [`llm`]: `jarvis llm ask|usage`, and `jarvis-llm` in `jarvis up`.
 //! - [`venue`]: `up`'s Jupiter execution agent and price poller, and the `--live` checks.
+//! - [`sentiment`]: `sentiment train|eval`, the offline classifier from the shell.
 
 pub mod backtest;
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod commands;
 pub mod config;
 pub mod memory;
 pub mod llm;
+pub mod sentiment;
 pub mod stack;
 pub mod venue;
 
@@ -83,6 +85,9 @@ pub enum Command {
     /// The LLM router: ask a model (routed, budgeted, recorded), or show spend.
     #[command(subcommand)]
     Llm(llm::LlmCommand),
+    /// The offline sentiment classifier: train it, evaluate it beside a lexicon baseline.
+    #[command(subcommand)]
+    Sentiment(sentiment::SentimentCommand),
 }
 
 /// An error that maps to a specific exit code (2: bad input).
@@ -147,6 +152,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Memory(cmd) => memory::run(&config, &cli.data_dir, cmd).await,
         Command::Llm(cmd) => llm::run(&config, &cli.data_dir, cmd).await,
+        Command::Sentiment(cmd) => sentiment::run(cmd),
     }
 }
 

@@ -16,6 +16,8 @@ use crate::chat::{Conversation, ConversationEvent};
 use crate::llm::{LlmEvent, LlmLedger};
 use crate::market::{MarketFeed, MarketFeedEvent, PriceFeed, PriceFeedEvent};
 use crate::memory::{UserMemory, UserMemoryEvent};
+use crate::sentiment::{SentimentEvent, TokenSentiment};
+use crate::social::{XFeed, XFeedEvent};
 use crate::trading::order::{Order, OrderEvent};
 use crate::trading::paper::{PaperEvent, PaperVenue};
 use crate::trading::portfolio::{Portfolio, PortfolioEvent};
@@ -58,7 +60,9 @@ event_types!(
     BacktestEvent,
     ConversationEvent,
     UserMemoryEvent,
-    LlmEvent
+    LlmEvent,
+    XFeedEvent,
+    SentimentEvent
 );
 
 /// The bounded context of a stored aggregate type, if Jarvis knows it.
@@ -74,6 +78,8 @@ pub fn context_of(aggregate_type: &str) -> Option<&'static str> {
         Conversation::TYPE => Some(Conversation::CONTEXT),
         UserMemory::TYPE => Some(UserMemory::CONTEXT),
         LlmLedger::TYPE => Some(LlmLedger::CONTEXT),
+        XFeed::TYPE => Some(XFeed::CONTEXT),
+        TokenSentiment::TYPE => Some(TokenSentiment::CONTEXT),
         _ => None,
     }
 }
@@ -312,6 +318,10 @@ pub enum AnyEvent {
     Memory(UserMemoryEvent),
     /// An event of an `LlmLedger` (context `llm`).
     Llm(LlmEvent),
+    /// An event of an `XFeed` (context `social`).
+    Social(XFeedEvent),
+    /// An event of a `TokenSentiment` (context `sentiment`).
+    Sentiment(SentimentEvent),
 }
 
 /// Decodes the body of `event_type` at `version` as an event of the enum `E`.
@@ -378,6 +388,10 @@ impl AnyEvent {
             Conversation::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Chat),
             UserMemory::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Memory),
             LlmLedger::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Llm),
+            XFeed::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::Social),
+            TokenSentiment::CONTEXT => {
+                decode_as(ce_type, event_type, version, data).map(Self::Sentiment)
+            }
             _ => Err(DecodeError::UnknownType(ce_type.to_string())),
         }
     }
@@ -395,6 +409,8 @@ impl AnyEvent {
             Self::Chat(e) => e.event_type(),
             Self::Memory(e) => e.event_type(),
             Self::Llm(e) => e.event_type(),
+            Self::Social(e) => e.event_type(),
+            Self::Sentiment(e) => e.event_type(),
         }
     }
 }
@@ -471,6 +487,8 @@ mod tests {
             ("Conversation", "chat"),
             ("UserMemory", "memory"),
             ("LlmLedger", "llm"),
+            ("XFeed", "social"),
+            ("TokenSentiment", "sentiment"),
         ] {
             assert_eq!(context_of(aggregate), Some(context));
         }

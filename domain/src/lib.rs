@@ -7,6 +7,8 @@
 //! - [`chat`]: the `Conversation` aggregate (one per chat): `ChatMessageReceived`, `ChatReplySent`, and [`chat::Trust`].
 //! - [`memory`]: the `UserMemory` aggregate (one per user): `MemoryStored`, `MemoryForgotten`.
 //! - [`llm`]: the `LlmLedger` aggregate (one per UTC day): LLM calls, their cost and the budgets.
+//! - [`social`]: the `XFeed` aggregate (tweets of one UTC day) and its `TweetReceived` event.
+//! - [`sentiment`]: the `TokenSentiment` aggregate (scores of one token on one day) and `SentimentScored`.
 //! - [`event`]: what every stored event carries ([`EventMetadata`], [`RecordedEvent`]), the CloudEvents type
 //!   naming (`jarvis.<context>.<EventType>.v<N>`), and [`AnyEvent`], the registry that decodes any event on the bus.
 //! - [`schema`]: JSON Schemas of every event type, written to `schemas/` and checked for drift by a test.
@@ -18,6 +20,8 @@ pub mod llm;
 pub mod market;
 pub mod memory;
 pub mod schema;
+pub mod sentiment;
+pub mod social;
 pub mod trading;
 pub mod values;
 

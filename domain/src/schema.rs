@@ -13,6 +13,8 @@ use crate::event::{EventTypes, JarvisAggregate};
 use crate::llm::{LlmEvent, LlmLedger};
 use crate::market::{MarketFeed, MarketFeedEvent, PriceFeed, PriceFeedEvent};
 use crate::memory::{UserMemory, UserMemoryEvent};
+use crate::sentiment::{SentimentEvent, TokenSentiment};
+use crate::social::{XFeed, XFeedEvent};
 use crate::trading::order::{Order, OrderEvent};
 use crate::trading::paper::{PaperEvent, PaperVenue};
 use crate::trading::portfolio::{Portfolio, PortfolioEvent};
@@ -31,6 +33,8 @@ pub fn all() -> Vec<(String, Value)> {
     out.extend(of::<ConversationEvent>(Conversation::CONTEXT));
     out.extend(of::<UserMemoryEvent>(UserMemory::CONTEXT));
     out.extend(of::<LlmEvent>(LlmLedger::CONTEXT));
+    out.extend(of::<XFeedEvent>(XFeed::CONTEXT));
+    out.extend(of::<SentimentEvent>(TokenSentiment::CONTEXT));
     out
 }
 
@@ -92,7 +96,7 @@ mod tests {
     fn every_event_type_has_a_schema_and_no_file_is_stale() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas");
         let names: Vec<String> = super::all().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names.len(), 1 + 6 + 4 + 5 + 4 + 1 + 2 + 2 + 6 + 1 + 2, "{names:?}");
+        assert_eq!(names.len(), 1 + 6 + 4 + 5 + 4 + 1 + 2 + 2 + 6 + 1 + 2 + 1 + 1, "{names:?}");
         for entry in std::fs::read_dir(&dir).unwrap() {
             let file = entry.unwrap().file_name().to_string_lossy().into_owned();
             if file.ends_with(".json") {
