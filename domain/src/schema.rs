@@ -96,7 +96,11 @@ mod tests {
     fn every_event_type_has_a_schema_and_no_file_is_stale() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas");
         let names: Vec<String> = super::all().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names.len(), 1 + 6 + 4 + 5 + 4 + 1 + 2 + 2 + 6 + 1 + 2 + 1 + 1, "{names:?}");
+        assert_eq!(
+            names.len(),
+            1 + 6 + 4 + 5 + 4 + 1 + 2 + 2 + 6 + 1 + 2 + 1 + 1,
+            "{names:?}"
+        );
         for entry in std::fs::read_dir(&dir).unwrap() {
             let file = entry.unwrap().file_name().to_string_lossy().into_owned();
             if file.ends_with(".json") {
