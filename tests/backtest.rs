@@ -276,3 +276,52 @@ async fn a_run_is_recorded_once_and_replays_candles_from_the_store() {
         assert_eq!(a[key], b[key], "{key}");
     }
 }
+
+/// The newest `rows` hours of a data file, as a file of its own in `dir`.
+fn subset(dir: &tempfile::TempDir, name: &str, rows: usize) -> String {
+    let text =
+        std::fs::read_to_string(format!("{}/../data/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let subset: Vec<&str> = text.lines().take(rows + 1).collect();
+    let path = dir.path().join(name);
+    std::fs::write(&path, subset.join("\n") + "\n").unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_interleave_appends_several_symbols_in_close_time_order_like_a_live_feed() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sol = subset(&dir, "binance_solusdt_1h.csv", 48);
+    let eth = subset(&dir, "binance_ethusdt_1h.csv", 48);
+    let out = jarvis(
+        &["ingest", "candles", "--interleave", &sol, &eth],
+        Some(&db),
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let rows: Vec<(serde_json::Value,)> = sqlx::query_as(
+        "SELECT payload FROM events WHERE event_type = 'CandleClosed' ORDER BY position",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 96);
+    let order: Vec<(String, String)> = rows
+        .iter()
+        .map(|(p,)| {
+            let c = &p["CandleClosed"];
+            (
+                c["close_time"].as_str().unwrap().to_string(),
+                c["symbol"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(
+        order, sorted,
+        "appended in close-time order across the files"
+    );
+    assert_ne!(order[0].1, order[1].1, "the two symbols alternate");
+}

@@ -15,10 +15,11 @@ use bytes::Bytes;
 use cqrs_es::AggregateError;
 use jarvis_bus::service::{parse, serve, ServiceError};
 use jarvis_bus::BusError;
-use jarvis_domain::trading::risk::RiskError;
-use jarvis_domain::trading::{RiskBook, RiskCommand};
+use jarvis_domain::trading::risk::DrawdownBase;
+use jarvis_domain::trading::{Portfolio, RiskBook, RiskCommand};
 use jarvis_domain::EventMetadata;
 use jarvis_store::{execute_with_retry, EventStore};
+use rust_decimal::Decimal;
 
 use crate::runtime::SNAPSHOT_EVERY;
 use serde::Deserialize;
@@ -39,7 +40,7 @@ struct Reason {
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
-fn store_failure(e: AggregateError<RiskError>) -> ServiceError {
+fn store_failure<E: std::error::Error>(e: AggregateError<E>) -> ServiceError {
     match e {
         AggregateError::UserError(e) => ServiceError::refused(e.to_string()),
         other => ServiceError::internal(other.to_string()),
@@ -68,7 +69,21 @@ async fn handle(store: &EventStore, verb: &str, body: &[u8]) -> Result<Value, Se
         }
         "resume" => {
             let Reason { reason } = parse(body)?;
-            RiskCommand::Resume { reason, at }
+            // The portfolio now: resuming a drawdown halt measures the drawdown from here.
+            let portfolio: Portfolio = store
+                .load(crate::trading::PORTFOLIO, Some(SNAPSHOT_EVERY))
+                .await
+                .map_err(store_failure)?;
+            let view = portfolio.view();
+            let drawdown_base = (view.equity > Decimal::ZERO).then_some(DrawdownBase {
+                equity: view.equity,
+                high_water_mark: view.high_water_mark.max(view.equity),
+            });
+            RiskCommand::Resume {
+                reason,
+                at,
+                drawdown_base,
+            }
         }
         "status" => {
             let Empty {} = parse(body)?;

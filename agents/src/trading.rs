@@ -37,7 +37,8 @@ use jarvis_store::EventStore;
 use rust_decimal::Decimal;
 
 use crate::ledger::{Ledger, LedgerAggregate};
-use crate::treasury::{Strategy, StrategyConfig, StrategyInput};
+use crate::treasury::{SentimentReading, Strategy, StrategyConfig, StrategyInput};
+use jarvis_domain::sentiment::{token_day_id, SentimentEvent, TokenSentiment};
 
 /// The one portfolio.
 pub const PORTFOLIO: &str = "main";
@@ -380,6 +381,42 @@ impl<L: Ledger> TradingPipeline<L> {
         Ok(history)
     }
 
+    /// The latest sentiment score of the symbol's base token at or before `now` (event time), from today or
+    /// yesterday (older readings are stale): what the sentiment agent recorded as `SentimentScored`.
+    async fn sentiment(
+        &self,
+        candle: &Candle,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<SentimentReading>, HandlerError> {
+        let token = candle
+            .symbol
+            .as_str()
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        for back in 0..=1 {
+            let id = token_day_id(&token, now.date_naive() - Duration::days(back));
+            let found = self
+                .ledger
+                .find_event::<TokenSentiment, _>(&id, |e| {
+                    let SentimentEvent::SentimentScored(s) = e;
+                    s.at <= now
+                })
+                .await?;
+            if let Some((at, SentimentEvent::SentimentScored(s))) = found {
+                return Ok(Some(SentimentReading {
+                    token,
+                    score: s.score,
+                    confidence: s.confidence,
+                    at: s.at,
+                    event_id: at.event_id,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     /// Steps 3 to 5: proposals, their risk verdicts, and the submission of approved orders.
     async fn decide(&self, env: &EventRef, candle: &Candle) -> Result<(), HandlerError> {
         // What open orders at the venue have spoken for: risk counts their cash and exposure.
@@ -414,6 +451,7 @@ impl<L: Ledger> TradingPipeline<L> {
             .unwrap_or(candle.close_time)
             .max(candle.close_time);
         let history = self.history(candle).await?;
+        let sentiment = self.sentiment(candle, now).await?;
         // The symbols with candles so far, as the portfolio's marks recorded them: persisted and in event
         // order, so a restart decides exactly as an uninterrupted run would.
         let mut symbols: BTreeSet<Symbol> = view.prices.keys().cloned().collect();
@@ -424,7 +462,7 @@ impl<L: Ledger> TradingPipeline<L> {
             history: &history,
             portfolio: &view,
             symbols: &symbols,
-            sentiment: None,
+            sentiment: sentiment.as_ref(),
         };
         for proposal in self.strategy.decide(&input) {
             // Look-ahead: a decision may rely only on what was known when the candle closed.

@@ -186,3 +186,87 @@ fn memory_stays_flat_the_ledger_keeps_only_recent_days_and_open_orders() {
         ledger.count::<jarvis_domain::trading::order::Order>()
     );
 }
+
+#[test]
+fn recorded_sentiment_reaches_the_strategy_and_is_evidence_of_its_proposals() {
+    use jarvis_agents::ledger::Ledger;
+    use jarvis_agents::trading::TradingPipeline;
+    use jarvis_domain::market::{MarketFeedCommand, MarketFeedEvent, MarketFeedId};
+    use jarvis_domain::sentiment::{
+        SentimentCommand, SentimentLabel, SentimentScore, TokenSentiment,
+    };
+    use jarvis_domain::trading::OrderEvent;
+    use jarvis_domain::EventMetadata;
+    use std::sync::Mutex;
+
+    let data = sol();
+    let candles = &data.candles[..60];
+    let ledger = MemoryLedger::new(9);
+    let proposals = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&proposals);
+    ledger.observe(Box::new(move |_, _, _, event| {
+        if let Some(OrderEvent::TradeProposed(p)) = event.downcast_ref::<OrderEvent>() {
+            seen.lock().unwrap().push(p.rationale.clone());
+        }
+    }));
+    let root = ledger.next_ref(None);
+    let metadata = EventMetadata {
+        correlation_id: root.event_id,
+        causation_id: root.event_id,
+        source: "test".into(),
+    };
+    // A bullish score of SOL, at the first candle's close.
+    let score = SentimentScore {
+        token: "SOL".into(),
+        score: Decimal::new(9, 1),
+        label: SentimentLabel::Bullish,
+        confidence: Decimal::ONE,
+        model: "test".into(),
+        source_event: root.event_id,
+        source_type: "TweetReceived".into(),
+        at: candles[0].close_time,
+    };
+    let id = score.aggregate_id();
+    let mut settings = backtest().settings;
+    settings.strategy.drift_band = Decimal::new(1, 3);
+    let pipeline = TradingPipeline::new(&ledger, settings);
+    futures::executor::block_on(async {
+        ledger
+            .execute::<TokenSentiment>(&id, SentimentCommand::Record(score), &metadata, false)
+            .await
+            .unwrap();
+        let (scored, _) = ledger
+            .find_event::<TokenSentiment, _>(&id, |_| true)
+            .await
+            .unwrap()
+            .unwrap();
+        for candle in candles {
+            let feed = MarketFeedId::of(candle).to_string();
+            let record = MarketFeedCommand::RecordCandle {
+                feed: feed.clone(),
+                candle: candle.clone(),
+            };
+            ledger
+                .execute::<MarketFeed>(&feed, record, &metadata, false)
+                .await
+                .unwrap();
+            let (closed, _) = ledger
+                .find_event::<MarketFeed, _>(&feed, |e| {
+                    let MarketFeedEvent::CandleClosed(c) = e;
+                    c.open_time == candle.open_time
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            pipeline.on_candle(&closed, candle.clone()).await.unwrap();
+        }
+        let proposals = proposals.lock().unwrap();
+        let with_sentiment: Vec<_> = proposals
+            .iter()
+            .filter(|r| r.evidence.contains(&scored.event_id))
+            .collect();
+        assert!(!with_sentiment.is_empty(), "{proposals:?}");
+        assert_eq!(with_sentiment[0].inputs["sentiment_token"], "SOL");
+        assert_eq!(with_sentiment[0].inputs["sentiment_score"], "0.9");
+    });
+}

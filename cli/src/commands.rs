@@ -36,14 +36,19 @@ pub enum IngestCommand {
         /// Ingest the good rows of a file that has unparseable rows (default: refuse the file, exit 2).
         #[arg(long)]
         skip_bad: bool,
-        /// Days written at once (one file only). Above 1, days may land in the store out of time order.
-        /// Several files are always merged by time and appended one candle at a time.
+        /// Days written at once. Above 1, days may land in the store out of time order.
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
         /// Feed the candles as if live, one at a time: this much wall time per candle interval
         /// (e.g. `10ms` for one hour of market per 10 ms). Without it, candles are appended at full speed.
         #[arg(long, value_parser = parse_duration)]
         replay_speed: Option<std::time::Duration>,
+        /// Merge the files by time and append one candle at a time, as a live feed of these symbols would
+        /// deliver them (implied by --replay-speed). Without it, files are appended one after another in
+        /// day batches: fast for loading history, but `jarvis up` then sees a later file's older candles
+        /// as stale (its clock is the latest close it has seen) and does not trade them.
+        #[arg(long)]
+        interleave: bool,
         /// Print one JSON object per file.
         #[arg(long)]
         json: bool,
@@ -148,6 +153,7 @@ pub async fn ingest(config: &Config, data_dir: &Path, cmd: IngestCommand) -> any
         skip_bad,
         concurrency,
         replay_speed,
+        interleave,
         json,
     } = cmd;
     // Read every file first: a bad file stops the command before anything is written.
@@ -178,11 +184,16 @@ pub async fn ingest(config: &Config, data_dir: &Path, cmd: IngestCommand) -> any
     store.migrate().await.context("migrating the store")?;
     let metadata = EventMetadata::root("jarvis-ingest");
     let mut refused = 0;
-    // One file: appended in day batches (or paced). Several: merged by time, one candle at a time, as a
-    // live feed of those symbols would deliver them.
-    let reports = match (parsed.len(), replay_speed) {
-        (1, None) => vec![ingest_file(&store, &parsed[0], &metadata, concurrency).await?],
-        (_, pace) => replay_files(&store, &parsed, &metadata, pace).await?,
+    // Day batches, file after file; or merged by time, one candle at a time (paced or not), as a live
+    // feed of those symbols would deliver them.
+    let reports = if replay_speed.is_some() || interleave {
+        replay_files(&store, &parsed, &metadata, replay_speed).await?
+    } else {
+        let mut reports = Vec::new();
+        for file in &parsed {
+            reports.push(ingest_file(&store, file, &metadata, concurrency).await?);
+        }
+        reports
     };
     for report in reports {
         refused += report.rejected.len();

@@ -466,6 +466,7 @@ mod tests {
         let event = RiskEvent::TradingResumed {
             reason: "manual".into(),
             at: "2021-12-06T00:00:00Z".parse().unwrap(),
+            drawdown_base: None,
         };
         let stored = serde_json::to_value(&event).unwrap();
         let body = unwrap_payload(&event.event_type(), stored);

@@ -220,6 +220,7 @@ mod tests {
         let other = AnyEvent::Risk(jarvis_domain::trading::RiskEvent::TradingResumed {
             reason: "x".into(),
             at: at(),
+            drawdown_base: None,
         });
         assert_eq!(memory_of(&other), None);
     }

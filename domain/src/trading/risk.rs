@@ -235,7 +235,21 @@ pub enum RiskCommand {
         reason: String,
         /// When (event time).
         at: DateTime<Utc>,
+        /// The portfolio at the resume. Resuming a drawdown halt measures the drawdown from here until the
+        /// portfolio makes a new high; without it the drawdown (still past the limit) halts again at once.
+        #[serde(default)]
+        drawdown_base: Option<DrawdownBase>,
     },
+}
+
+/// Where the drawdown is measured from after an operator resumed a drawdown halt.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DrawdownBase {
+    /// The equity at the resume: the new peak.
+    pub equity: Decimal,
+    /// The portfolio's high-water mark at the resume: once it is exceeded, the drawdown is measured from
+    /// the high-water mark again.
+    pub high_water_mark: Decimal,
 }
 
 /// Events of the risk book.
@@ -287,6 +301,9 @@ pub enum RiskEvent {
         reason: String,
         /// When.
         at: DateTime<Utc>,
+        /// After a drawdown halt: where the drawdown is measured from now.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        drawdown_base: Option<DrawdownBase>,
     },
 }
 
@@ -444,6 +461,8 @@ pub struct RiskBook {
     limits: RiskLimits,
     limits_set_at: Option<DateTime<Utc>>,
     halt: Option<Halt>,
+    #[serde(default)]
+    drawdown_base: Option<DrawdownBase>,
     admissions: Vec<Admission>,
     verdicts: VecDeque<(OrderId, Verdict)>,
 }
@@ -554,10 +573,22 @@ impl RiskBook {
                     }],
                 })
             }
-            RiskCommand::Resume { reason, at } => {
+            RiskCommand::Resume {
+                reason,
+                at,
+                drawdown_base,
+            } => {
                 not_blank("reason", &reason)?;
-                Ok(match self.halt {
-                    Some(_) => vec![RiskEvent::TradingResumed { reason, at }],
+                if let Some(base) = &drawdown_base {
+                    positive("drawdown_base.equity", base.equity)?;
+                    positive("drawdown_base.high_water_mark", base.high_water_mark)?;
+                }
+                Ok(match &self.halt {
+                    Some(h) => vec![RiskEvent::TradingResumed {
+                        reason,
+                        at,
+                        drawdown_base: drawdown_base.filter(|_| h.rule == RiskRule::MaxDrawdown),
+                    }],
                     None => vec![],
                 })
             }
@@ -620,6 +651,7 @@ impl RiskBook {
                 if h.rule == RiskRule::DailyLossLimit && now.date_naive() > h.at.date_naive() =>
             {
                 resumed = Some(RiskEvent::TradingResumed {
+                    drawdown_base: None,
                     reason: format!(
                         "a new UTC day ({}) after the daily loss halt of {}",
                         now.date_naive(),
@@ -652,16 +684,21 @@ impl RiskBook {
                 detail,
             ));
         }
-        if view.high_water_mark > Decimal::ZERO {
-            let fall = sub("drawdown", view.high_water_mark, view.equity)?;
-            let dd = fall
-                .checked_div(view.high_water_mark)
-                .unwrap_or(Decimal::ZERO)
-                .normalize();
+        // After an operator resumed a drawdown halt, the peak is the equity at the resume until the
+        // portfolio makes a new high.
+        let (peak, peak_name) = match &self.drawdown_base {
+            Some(base) if view.high_water_mark <= base.high_water_mark => {
+                (base.equity, "the equity at the resume")
+            }
+            _ => (view.high_water_mark, "the high-water mark"),
+        };
+        if peak > Decimal::ZERO {
+            let fall = sub("drawdown", peak, view.equity)?;
+            let dd = fall.checked_div(peak).unwrap_or(Decimal::ZERO).normalize();
             if dd >= l.max_drawdown {
                 let detail = format!(
-                    "drawdown {dd} (equity {} below the high-water mark {}) reaches the limit {}",
-                    view.equity, view.high_water_mark, l.max_drawdown
+                    "drawdown {dd} (equity {} below {peak_name} {peak}) reaches the limit {}",
+                    view.equity, l.max_drawdown
                 );
                 v.push(broke(
                     RiskRule::MaxDrawdown,
@@ -1049,7 +1086,12 @@ impl Aggregate for RiskBook {
             RiskEvent::TradingHalted { rule, reason, at } => {
                 self.halt = Some(Halt { rule, reason, at })
             }
-            RiskEvent::TradingResumed { .. } => self.halt = None,
+            RiskEvent::TradingResumed { drawdown_base, .. } => {
+                self.halt = None;
+                if drawdown_base.is_some() {
+                    self.drawdown_base = drawdown_base;
+                }
+            }
         }
     }
 }
@@ -1261,6 +1303,7 @@ mod tests {
         let resumed = RiskEvent::TradingResumed {
             reason: "checked".into(),
             at: t(2),
+            drawdown_base: None,
         };
         assert!(violations(vec![halted.clone(), resumed], assess(buy("5"), view())).is_empty());
         Given::with(())
@@ -1275,6 +1318,7 @@ mod tests {
             .when(RiskCommand::Resume {
                 reason: "nothing to resume".into(),
                 at: t(3),
+                drawdown_base: None,
             })
             .then_expect_events(vec![]);
         Given::with(())
@@ -1284,6 +1328,63 @@ mod tests {
                 at: t(3),
             })
             .then_expect_error_message("reason must not be blank");
+    }
+
+    #[test]
+    fn resuming_a_drawdown_halt_measures_the_drawdown_from_the_resume_until_a_new_high() {
+        let halted = RiskEvent::TradingHalted {
+            rule: RiskRule::MaxDrawdown,
+            reason: "drawdown 0.3".into(),
+            at: t(1),
+        };
+        let base = DrawdownBase {
+            equity: d("7000"),
+            high_water_mark: d("10000"),
+        };
+        let resumed = RiskEvent::TradingResumed {
+            reason: "reviewed".into(),
+            at: t(2),
+            drawdown_base: Some(base),
+        };
+        Given::with(())
+            .given(vec![halted.clone()])
+            .when(RiskCommand::Resume {
+                reason: "reviewed".into(),
+                at: t(2),
+                drawdown_base: Some(base),
+            })
+            .then_expect_events(vec![resumed.clone()]);
+        let at = |equity: &str, hwm: &str| RiskView {
+            equity: d(equity),
+            cash: d(equity),
+            high_water_mark: d(hwm),
+            day_start_equity: d(equity),
+            ..view()
+        };
+        // 30% below the old peak, but flat since the resume: trades.
+        assert!(violations(
+            vec![halted.clone(), resumed.clone()],
+            assess(buy("5"), at("7000", "10000"))
+        )
+        .is_empty());
+        // 20% below the equity at the resume: the limit, measured from the resume.
+        let v = violations(
+            vec![halted.clone(), resumed.clone()],
+            assess(buy("5"), at("5600", "10000")),
+        );
+        only(v.clone(), RiskRule::MaxDrawdown, "0.2", "0.2");
+        assert!(
+            v[0].detail.contains("the equity at the resume 7000"),
+            "{}",
+            v[0].detail
+        );
+        // A new high: the high-water mark is the peak again.
+        only(
+            violations(vec![halted, resumed], assess(buy("5"), at("8400", "10500"))),
+            RiskRule::MaxDrawdown,
+            "0.2",
+            "0.2",
+        );
     }
 
     #[test]
@@ -1788,6 +1889,7 @@ mod tests {
         events.push(RiskEvent::TradingResumed {
             reason: "ok".into(),
             at: t(99),
+            drawdown_base: None,
         });
         events.push(admitted("x", "BTC/USDT", 100));
         let types: BTreeSet<String> = events.iter().map(DomainEvent::event_type).collect();
