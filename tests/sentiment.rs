@@ -393,3 +393,56 @@ async fn jarvis_up_runs_the_sentiment_agent() {
     assert_eq!(events[0].payload["token"], "WIF");
     assert_eq!(events[0].metadata.source, "sentiment");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_message_is_scored_like_a_tweet_by_the_agents_second_consumer() {
+    use jarvis_domain::chat::{Conversation, ConversationCommand, ReceivedMessage, Trust};
+    let env = Env::start().await;
+    let agent = agent(&env.store);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::spawn(run_relay(
+        env.store.clone(),
+        env.js.clone(),
+        RelaySettings::default(),
+        until(stopped.clone()),
+    ));
+    let js = env.js.clone();
+    let running = agent.clone();
+    let stopped = until(stopped);
+    tokio::spawn(async move {
+        jarvis_agents::sentiment::agent::run(running.as_ref(), &js, stopped)
+            .await
+            .unwrap();
+    });
+    let message = |id: i64, text: &str| ReceivedMessage {
+        chat_id: 42,
+        message_id: id,
+        user_id: 7,
+        username: Some("owner".into()),
+        text: text.into(),
+        trust: Trust::Owner,
+        received_at: "2024-03-01T15:00:00Z".parse().unwrap(),
+    };
+    for m in [
+        message(1, ""),
+        message(2, "$SOL breaks out to a record high, very bullish"),
+    ] {
+        execute_with_retry(
+            &env.store.cqrs::<Conversation>(()),
+            "telegram:42",
+            ConversationCommand::Receive(m),
+            &EventMetadata::root("test-telegram"),
+            5,
+        )
+        .await
+        .unwrap();
+    }
+    let events = scored(&env.store, 1).await;
+    assert_eq!(events.len(), 1, "the message without text scores nothing");
+    assert_eq!(events[0].payload["token"], "SOL");
+    assert_eq!(events[0].payload["source_type"], "ChatMessageReceived");
+    drop(stop);
+}

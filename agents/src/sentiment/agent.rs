@@ -9,10 +9,10 @@
 //!   the reason); a payload that is not UTF-8 or not a valid event never reaches the handler, the consumer
 //!   runner dead-letters it; an LLM scorer that is down is a transient error (retried with back-off).
 //!
-//! Another text event (`ChatMessageReceived`, news) is one more arm in [`Handler::handle`] calling
-//! [`SentimentAgent::on_text`] with its text, event time and type; the consumer's filter
-//! (`jarvis.evt.>` once it spans contexts, since nats-server 2.9 has no multi-filter consumers) is the only
-//! other change.
+//! Chat messages (`ChatMessageReceived`) are scored the same way, by a second durable consumer on
+//! `jarvis.evt.chat.>` (nats-server 2.9 has no multi-filter consumers; 2.10 could use one consumer with
+//! two filters). A chat message without text (a photo) scores nothing. Another text event (news) is one
+//! more arm in [`Handler::handle`] and one more entry in [`SOURCES`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use jarvis_bus::{run_consumer, BusError, ConsumerSettings, Envelope, Handler, HandlerError};
+use jarvis_domain::chat::ConversationEvent;
 use jarvis_domain::sentiment::{SentimentCommand, SentimentScore, TokenSentiment};
 use jarvis_domain::social::XFeedEvent;
 use jarvis_domain::AnyEvent;
@@ -31,10 +32,12 @@ use super::tokens::{AliasError, TokenMap};
 use super::{check_text, ScoreError, SentimentScorer};
 use crate::runtime::handler_error;
 
-/// The durable consumer's name.
+/// The durable consumer's name (tweets).
 pub const CONSUMER: &str = "sentiment";
 /// What the consumer reads.
 pub const FILTER: &str = "jarvis.evt.social.>";
+/// Every durable consumer of the agent and its filter: tweets, chat messages.
+pub const SOURCES: &[(&str, &str)] = &[(CONSUMER, FILTER), ("sentiment-chat", "jarvis.evt.chat.>")];
 /// Who writes the scores.
 const SOURCE: &str = "sentiment";
 /// Retries after conflicts with another writer.
@@ -140,6 +143,12 @@ impl Handler for SentimentAgent {
                 self.on_text(envelope, &tweet.text, tweet.created_at, "TweetReceived")
                     .await
             }
+            AnyEvent::Chat(ConversationEvent::ChatMessageReceived(m))
+                if !m.text.trim().is_empty() =>
+            {
+                self.on_text(envelope, &m.text, m.received_at, "ChatMessageReceived")
+                    .await
+            }
             _ => Ok(()),
         }
     }
@@ -159,5 +168,12 @@ pub async fn run(
     js: &async_nats::jetstream::Context,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BusError> {
-    run_consumer(js, &consumer_settings(), agent, shutdown).await
+    use futures::FutureExt;
+    let shutdown = shutdown.shared();
+    let runs = SOURCES.iter().map(|(name, filter)| {
+        let settings = ConsumerSettings::new(*name, *filter);
+        let shutdown = shutdown.clone();
+        async move { run_consumer(js, &settings, agent, shutdown).await }
+    });
+    futures::future::try_join_all(runs).await.map(|_| ())
 }
