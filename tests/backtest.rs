@@ -275,6 +275,61 @@ async fn a_run_is_recorded_once_and_replays_candles_from_the_store() {
     for key in ["total_return", "trades", "fees", "final_equity", "candles"] {
         assert_eq!(a[key], b[key], "{key}");
     }
+    assert_eq!(b["sentiment_scores"], 0);
+    // Recorded sentiment is replayed at its event time and moves the strategy: a very bearish SOL. (A
+    // target of 0.1, so that the tilted target is not hidden under the cap of 0.25 or risk's limits.)
+    let config = dir.path().join("jarvis.toml");
+    std::fs::write(&config, "[treasury.targets]\n\"SOL/USDT\" = 0.1\n").unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let run_uncapped = || {
+        let out = jarvis(
+            &[
+                "backtest",
+                "--config",
+                &config,
+                "--from-store",
+                "--json",
+                "--no-record",
+            ],
+            Some(&db),
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap()
+    };
+    let b = run_uncapped();
+    let store = jarvis_store::EventStore::connect(db.url(), 2)
+        .await
+        .unwrap();
+    let first_close: chrono::DateTime<chrono::Utc> = a["start"].as_str().unwrap().parse().unwrap();
+    for hour in 0..300 {
+        let score = jarvis_domain::sentiment::SentimentScore {
+            token: "SOL".into(),
+            score: rust_decimal::Decimal::new(-1, 0),
+            label: jarvis_domain::sentiment::SentimentLabel::Bearish,
+            confidence: rust_decimal::Decimal::ONE,
+            model: "test".into(),
+            source_event: uuid::Uuid::now_v7(),
+            source_type: "TweetReceived".into(),
+            at: first_close + chrono::Duration::hours(hour),
+        };
+        jarvis_store::execute_with_retry(
+            &store.cqrs::<jarvis_domain::sentiment::TokenSentiment>(()),
+            &score.aggregate_id(),
+            jarvis_domain::sentiment::SentimentCommand::Record(score),
+            &jarvis_domain::EventMetadata::root("test-sentiment"),
+            3,
+        )
+        .await
+        .unwrap();
+    }
+    let c = run_uncapped();
+    assert!(c["sentiment_scores"].as_u64().unwrap() > 250, "{c}");
+    assert_ne!(
+        (&b["trades"], &b["final_equity"]),
+        (&c["trades"], &c["final_equity"]),
+        "a bearish SOL all along changes what the strategy does"
+    );
 }
 
 /// The newest `rows` hours of a data file, as a file of its own in `dir`.

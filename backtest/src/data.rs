@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use jarvis_agents::market::candle_file::{read_candle_file, CandleFileError};
 use jarvis_domain::backtest::DataSummary;
+use jarvis_domain::sentiment::SentimentScore;
 use jarvis_domain::{Candle, Symbol};
 
 /// Rows listed in an error before "and N more".
@@ -73,6 +74,9 @@ pub struct Data {
     pub candles: Vec<Candle>,
     /// Per input.
     pub summaries: Vec<DataSummary>,
+    /// Sentiment scores to replay (recorded ones, from the store), ordered by their event time: each is
+    /// recorded before the first candle closing at or after it, as the sentiment agent would have.
+    pub sentiment: Vec<SentimentScore>,
 }
 
 impl Data {
@@ -107,7 +111,11 @@ impl Data {
         candles.sort_by(|a, b| {
             (a.close_time, a.symbol.as_str()).cmp(&(b.close_time, b.symbol.as_str()))
         });
-        Self { candles, summaries }
+        Self {
+            candles,
+            summaries,
+            sentiment: Vec::new(),
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use jarvis_agents::trading::{TradingPipeline, TradingSettings};
 use jarvis_agents::treasury::Strategy;
 use jarvis_domain::backtest::BacktestReport;
 use jarvis_domain::market::{MarketFeed, MarketFeedCommand, MarketFeedEvent, MarketFeedId};
+use jarvis_domain::sentiment::{SentimentCommand, TokenSentiment};
 use jarvis_domain::trading::order::{Order, OrderStatus};
 use jarvis_domain::EventMetadata;
 
@@ -125,6 +126,7 @@ impl Backtest {
         let pipeline = TradingPipeline::with_strategy(ledger, self.settings.clone(), strategy);
         let story = ledger.next_ref(None);
         let mut day = None;
+        let mut scores = data.sentiment.iter().peekable();
         for candle in &data.candles {
             let stopped = |reason: String| BacktestError::Stopped {
                 symbol: candle.symbol.to_string(),
@@ -140,6 +142,23 @@ impl Backtest {
                 .lock()
                 .expect("report lock")
                 .candle(&candle.symbol, candle.close);
+            // The sentiment agent's scores up to this close, recorded as it recorded them.
+            while let Some(score) = scores.next_if(|s| s.at <= candle.close_time) {
+                let metadata = EventMetadata {
+                    correlation_id: score.source_event,
+                    causation_id: score.source_event,
+                    source: "sentiment".into(),
+                };
+                ledger
+                    .execute::<TokenSentiment>(
+                        &score.aggregate_id(),
+                        SentimentCommand::Record(score.clone()),
+                        &metadata,
+                        false,
+                    )
+                    .await
+                    .map_err(|e| stopped(e.to_string()))?;
+            }
             // The market agent records the candle; its CandleClosed is what the pipeline handles.
             let feed = MarketFeedId::of(candle).to_string();
             let record = MarketFeedCommand::RecordCandle {
@@ -169,6 +188,7 @@ impl Backtest {
                 .map_err(|e| stopped(e.to_string()))?;
         }
         let events = ledger.events_written();
+        let sentiment_scores = (data.sentiment.len() - scores.count()) as u64;
         drop(pipeline);
         ledger.stop_observing();
         let accumulator = Arc::try_unwrap(accumulator)
@@ -187,6 +207,10 @@ impl Backtest {
             events,
             span,
         )?;
+        let report = BacktestReport {
+            sentiment_scores,
+            ..report
+        };
         Ok(Outcome { report })
     }
 }
@@ -195,6 +219,13 @@ impl Backtest {
 /// history, and orders that can take no more fills.
 fn evict(ledger: &MemoryLedger, oldest_day: chrono::NaiveDate) {
     ledger.retain::<MarketFeed>(|id, _| {
+        id.rsplit('@')
+            .next()
+            .and_then(|d| d.parse::<chrono::NaiveDate>().ok())
+            .is_none_or(|d| d >= oldest_day)
+    });
+    // Sentiment is read for today and yesterday only; the market history reaches further back.
+    ledger.retain::<TokenSentiment>(|id, _| {
         id.rsplit('@')
             .next()
             .and_then(|d| d.parse::<chrono::NaiveDate>().ok())

@@ -379,6 +379,7 @@ impl Accumulator {
             start: span.0,
             end: span.1,
             candles,
+            sentiment_scores: 0,
             events,
             initial_capital: self.initial,
             final_equity,

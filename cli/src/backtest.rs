@@ -12,6 +12,7 @@ use jarvis_backtest::sweep::{self, Grid, Metric, SweepParam};
 use jarvis_backtest::{read_files, Backtest, Data, Range, Sinks};
 use jarvis_domain::backtest::{BacktestCommand, BacktestReport, BacktestRun, DataSummary};
 use jarvis_domain::market::MarketFeedEvent;
+use jarvis_domain::sentiment::SentimentEvent;
 use jarvis_domain::{Candle, EventMetadata};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
@@ -256,6 +257,10 @@ fn print_report(r: &BacktestReport) {
         ("seed", r.seed.to_string()),
         ("period", format!("{} .. {}", time(r.start), time(r.end))),
         ("candles", r.candles.to_string()),
+        (
+            "sentiment",
+            format!("{} recorded scores replayed", r.sentiment_scores),
+        ),
         ("events", r.events.to_string()),
         ("initial capital", r.initial_capital.to_string()),
         ("final equity", r.final_equity.round_dp(2).to_string()),
@@ -337,6 +342,22 @@ async fn candles_from_store(
             "the store holds no candles in that range (ingest some with `jarvis ingest candles`)",
         ));
     }
+    // The sentiment the agent recorded in the same range: replayed at its event time.
+    let scored: Vec<(serde_json::Value,)> = sqlx::query_as(
+        "SELECT payload FROM events WHERE aggregate_type = 'TokenSentiment' AND event_type = 'SentimentScored' ORDER BY position",
+    )
+    .fetch_all(store.pool())
+    .await
+    .context("reading sentiment from the store")?;
+    let mut sentiment = Vec::new();
+    for (payload,) in scored {
+        let SentimentEvent::SentimentScored(score) = serde_json::from_value(payload)
+            .context("a stored SentimentScored does not deserialize")?;
+        if range.contains(score.at) {
+            sentiment.push(score);
+        }
+    }
+    sentiment.sort_by_key(|s| s.at);
     let inputs = per_symbol
         .into_iter()
         .map(|(symbol, mut candles)| {
@@ -355,7 +376,9 @@ async fn candles_from_store(
             (summary, candles)
         })
         .collect();
-    Ok(Data::merge(inputs))
+    let mut data = Data::merge(inputs);
+    data.sentiment = sentiment;
+    Ok(data)
 }
 
 /// Records the run as `BacktestCompleted`, so the dashboard lists it. The run id derives from the

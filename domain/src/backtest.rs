@@ -71,6 +71,9 @@ pub struct BacktestReport {
     pub end: Option<DateTime<Utc>>,
     /// Candles replayed.
     pub candles: u64,
+    /// Recorded sentiment scores replayed (from the store), each at its event time.
+    #[serde(default)]
+    pub sentiment_scores: u64,
     /// Events the run produced (candles included).
     pub events: u64,
     /// Starting cash.
@@ -249,6 +252,7 @@ mod tests {
             start: None,
             end: None,
             candles: 10,
+            sentiment_scores: 0,
             events: 30,
             initial_capital: Decimal::from(10_000),
             final_equity: Decimal::from(10_100),
