@@ -52,6 +52,32 @@ ensure_service_packages() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}"
 }
 
+# The dashboard's browser test: Debian's Chromium (+ ChromeDriver), and Node.js with npm to run playwright-core.
+# Installs what is missing with apt-get; never downloads a browser build of its own.
+ensure_browser_packages() {
+  local packages=()
+  [ -x /usr/bin/chromium ] || packages+=(chromium)
+  [ -x /usr/bin/chromedriver ] || packages+=(chromium-driver)
+  command -v node >/dev/null 2>&1 || packages+=(nodejs)
+  command -v npm >/dev/null 2>&1 || packages+=(npm)
+  if [ ${#packages[@]} -eq 0 ]; then
+    say "chromium, chromedriver, node and npm are installed"
+    return 0
+  fi
+  command -v apt-get >/dev/null 2>&1 ||
+    die "missing ${packages[*]} and there is no apt-get: install them with your package manager"
+  say "installing ${packages[*]} with apt-get"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}"
+}
+
+# playwright-core for tests/browser (exact versions from its package-lock.json; it drives /usr/bin/chromium and
+# downloads no browser).
+ensure_browser_test_deps() {
+  say "npm ci in tests/browser"
+  (cd "$JARVIS_ROOT/tests/browser" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 # Makes cargo reachable (rustup installs it in ~/.cargo/bin, which a fresh shell may not have on PATH).
 ensure_cargo() {
   if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then

@@ -3,9 +3,10 @@
 #
 # Tests create a fresh database per test on the Postgres at JARVIS_TEST_DATABASE_URL (default
 # postgres://postgres@127.0.0.1:5432/postgres, trust auth), and start their own nats-servers on free ports.
-# This script installs nats-server and postgresql if missing, makes sure the machine's Postgres answers
+# This script installs nats-server and postgresql if missing (and Debian's chromium, node and the browser
+# test's npm packages, for tests/dashboard.rs), makes sure the machine's Postgres answers
 # on 127.0.0.1:5432 with trust auth for user postgres, starts the machine's NATS on 127.0.0.1:4222 if
-# nothing listens there, then runs cargo test.
+# nothing listens there, then runs cargo test, then schemathesis against the gateway (scripts/schemathesis.sh).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -14,6 +15,8 @@ cd "$JARVIS_ROOT"
 
 ensure_cargo
 ensure_service_packages
+ensure_browser_packages
+ensure_browser_test_deps
 
 # The newest cluster version under /etc/postgresql (Debian's postgresql-common layout).
 cluster_version() {
@@ -99,4 +102,8 @@ else
 fi
 
 say "cargo test --workspace --all-targets"
-exec cargo test --workspace --all-targets
+cargo test --workspace --all-targets
+
+# The gateway's OpenAPI document, fuzzed by schemathesis: no request may get a 5xx.
+say "schemathesis against the gateway"
+scripts/schemathesis.sh

@@ -123,7 +123,10 @@ async fn append_relay_consume_once_in_order_with_cloudevents_headers() {
         assert_eq!(env_.subject, rec.aggregate_id);
         assert_eq!(
             env_.nats_subject,
-            format!("jarvis.evt.market.CandleClosed.{}", rec.aggregate_id)
+            format!(
+                "jarvis.evt.market.CandleClosed.{}",
+                jarvis_domain::event::subject_token(&rec.aggregate_id)
+            )
         );
         assert_eq!(env_.source, "test-writer");
         let story = if i < 72 { &metadata } else { &later };

@@ -973,3 +973,51 @@ async fn measure_router_overhead() {
         );
     }
 }
+
+/// `ask_once` (what the trading pipeline's review uses): the same conversation in the same story is paid
+/// for once; a handler run again after a crash gets the recorded answer. Another story, or another prompt,
+/// is a new call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_once_pays_for_a_question_once_per_story() {
+    use jarvis_agents::llm::Oracle;
+    let (_db, store) = fresh_store().await;
+    let groq = FakeOpenAi::start().await;
+    groq.set_default(Reply::with_usage("{\"decision\":\"approve\"}", 100, 10));
+    let router = LlmRouter::new(
+        config(
+            vec![("groq", openai(&groq.url(), None))],
+            vec![("trading", vec!["groq/gpt-4o-mini"])],
+        ),
+        store.clone(),
+    );
+    let story = uuid::Uuid::now_v7();
+    let request = |prompt: &str, story: uuid::Uuid| AskRequest {
+        correlation_id: Some(story),
+        system: Some("review".into()),
+        ..ask("trading", prompt)
+    };
+    let first = router.ask_once(request("buy 1 SOL", story)).await.unwrap();
+    let again = router.ask_once(request("buy 1 SOL", story)).await.unwrap();
+    assert_eq!(again.call_id, first.call_id);
+    assert_eq!(again.answer, first.answer);
+    assert_eq!(again.cost, first.cost);
+    assert_eq!(groq.count(), 1, "asked once");
+    // Another prompt, or the same prompt in another story: asked.
+    let other = router.ask_once(request("sell 1 SOL", story)).await.unwrap();
+    let elsewhere = router
+        .ask_once(request("buy 1 SOL", uuid::Uuid::now_v7()))
+        .await
+        .unwrap();
+    assert_ne!(other.call_id, first.call_id);
+    assert_ne!(elsewhere.call_id, first.call_id);
+    assert_eq!(groq.count(), 3);
+    let completed = llm_events(&store)
+        .await
+        .into_iter()
+        .filter(|e| matches!(e, LlmEvent::LlmCallCompleted { .. }))
+        .count();
+    assert_eq!(completed, 3);
+    // `ask` itself always asks.
+    router.ask(request("buy 1 SOL", story)).await.unwrap();
+    assert_eq!(groq.count(), 4);
+}

@@ -2,231 +2,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull::Config as PullConfig;
+use common::books::*;
 use common::*;
-use jarvis_domain::trading::Portfolio;
-use jarvis_domain::RecordedEvent;
 use jarvis_testkit::eventually;
 use rust_decimal::Decimal;
-
-/// `jarvis up` against the test's servers, killed (SIGKILL) on drop.
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn jarvis(env: &Env, args: &[&str], extra_env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jarvis"));
-    cmd.args(args)
-        .env("JARVIS_DATABASE_URL", env.db.url())
-        .env("JARVIS_NATS_URL", env.nats.url())
-        .env("JARVIS_LOG", "warn")
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-fn up(env: &Env, extra_env: &[(&str, &str)]) -> Up {
-    Up(jarvis(env, &["up"], extra_env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start jarvis up"))
-}
-
-fn ingest(env: &Env, file: &str) {
-    let out = jarvis(env, &["ingest", "candles", file], &[])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The newest `rows` hours of the SOL file, as a file of its own.
-fn sol_subset(rows: usize) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../data/binance_solusdt_1h.csv"
-    ))
-    .unwrap();
-    let subset: Vec<&str> = text.lines().take(rows + 1).collect();
-    let path = dir.path().join("binance_solusdt_1h.csv");
-    std::fs::write(&path, subset.join("\n") + "\n").unwrap();
-    (dir, path.to_string_lossy().into_owned())
-}
-
-/// Candles the trading consumer has taken (acked or not).
-async fn candles_taken(env: &Env) -> u64 {
-    let Ok(stream) = env.js.get_stream("JARVIS_EVENTS").await else {
-        return 0;
-    };
-    let Ok(mut consumer) = stream.get_consumer::<PullConfig>("trading").await else {
-        return 0;
-    };
-    consumer
-        .info()
-        .await
-        .map(|i| i.delivered.consumer_sequence)
-        .unwrap_or(0)
-}
-
-/// Waits until every stored candle was relayed and the trading consumer has finished with all of them.
-async fn wait_idle(env: &Env, candles: usize) {
-    eventually(
-        Duration::from_secs(600),
-        "the trading pipeline to finish",
-        || async {
-            let stream = env.js.get_stream("JARVIS_EVENTS").await.ok()?;
-            let mut consumer = stream.get_consumer::<PullConfig>("trading").await.ok()?;
-            let info = consumer.info().await.ok()?;
-            let relayed = info.delivered.consumer_sequence as usize;
-            (relayed >= candles && info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-        },
-    )
-    .await;
-}
-
-fn of_type<'a>(events: &'a [RecordedEvent], event_type: &str) -> Vec<&'a RecordedEvent> {
-    events
-        .iter()
-        .filter(|e| e.event_type == event_type)
-        .collect()
-}
-
-fn dec(e: &RecordedEvent, field: &str) -> Decimal {
-    Decimal::from_str(
-        e.payload[field]
-            .as_str()
-            .unwrap_or_else(|| panic!("{field} in {}", e.payload)),
-    )
-    .unwrap()
-}
-
-/// Fills reconcile with the portfolio exactly; no order is filled twice; every fill traces to a candle.
-async fn check_books(env: &Env) -> Vec<RecordedEvent> {
-    // No candle was given up on.
-    let mut dlq = env.js.get_stream("JARVIS_DLQ").await.unwrap();
-    assert_eq!(
-        dlq.info().await.unwrap().state.messages,
-        0,
-        "dead-lettered messages"
-    );
-    let all = env
-        .store
-        .read_after(jarvis_store::Checkpoint::default(), 10_000_000)
-        .await
-        .unwrap();
-    let fills = of_type(&all, "OrderFilled");
-    let changes = of_type(&all, "PositionChanged");
-    // Each fill once, and once in the portfolio.
-    let ids: Vec<&str> = fills
-        .iter()
-        .map(|e| e.payload["fill_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        ids.iter().collect::<HashSet<_>>().len(),
-        ids.len(),
-        "a fill recorded twice"
-    );
-    let applied: Vec<&str> = changes
-        .iter()
-        .map(|e| e.payload["fill_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        applied.iter().collect::<HashSet<_>>(),
-        ids.iter().collect::<HashSet<_>>(),
-        "fills vs portfolio"
-    );
-    assert_eq!(applied.len(), ids.len(), "a fill applied twice");
-    // No order filled beyond its quantity, and at most once complete.
-    let mut per_order: HashMap<&str, (Decimal, usize)> = HashMap::new();
-    for f in &fills {
-        let entry = per_order.entry(f.aggregate_id.as_str()).or_default();
-        entry.0 += dec(f, "quantity");
-        entry.1 += usize::from(f.payload["complete"] == true);
-    }
-    for p in of_type(&all, "TradeProposed") {
-        if let Some((filled, complete)) = per_order.get(p.aggregate_id.as_str()) {
-            assert!(
-                *filled <= dec(p, "quantity"),
-                "order {} overfilled",
-                p.aggregate_id
-            );
-            assert!(*complete <= 1);
-        }
-    }
-    // Cash, positions and fees, recomputed from the fills alone, equal the portfolio's.
-    let initial = Decimal::from(10_000);
-    let (mut cash, mut fees) = (initial, Decimal::ZERO);
-    let mut positions: BTreeMap<String, Decimal> = BTreeMap::new();
-    for f in &fills {
-        let (q, p, fee) = (dec(f, "quantity"), dec(f, "price"), dec(f, "fee"));
-        let symbol = f.payload["symbol"].as_str().unwrap().to_string();
-        match f.payload["side"].as_str().unwrap() {
-            "buy" => {
-                cash -= q * p + fee;
-                *positions.entry(symbol).or_default() += q;
-            }
-            _ => {
-                cash += q * p - fee;
-                *positions.entry(symbol).or_default() -= q;
-            }
-        }
-        fees += fee;
-    }
-    let portfolio: Portfolio = env
-        .store
-        .load("main", Some(jarvis_agents::runtime::SNAPSHOT_EVERY))
-        .await
-        .unwrap();
-    assert_eq!(
-        portfolio.cash(),
-        cash,
-        "cash reconciles exactly with the fills"
-    );
-    assert_eq!(portfolio.fees_paid(), fees, "fees reconcile");
-    for (symbol, quantity) in positions {
-        let held = portfolio
-            .position(&symbol.parse().unwrap())
-            .map(|p| p.quantity)
-            .unwrap_or_default();
-        assert_eq!(held, quantity, "{symbol} position reconciles");
-    }
-    // Every fill traces back to the candle that caused the decision.
-    for f in &fills {
-        let chain = env.store.causal_chain((*f).clone()).await.unwrap();
-        let types: Vec<&str> = chain.iter().map(|e| e.event_type.as_str()).collect();
-        assert_eq!(
-            types,
-            [
-                "CandleClosed",
-                "TradeProposed",
-                "OrderAdmitted",
-                "TradeApproved",
-                "OrderSubmitted",
-                "OrderFilled"
-            ],
-            "the causal chain of fill {}",
-            f.payload["fill_id"]
-        );
-    }
-    all
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paper_trading_replays_the_sol_file_and_the_books_reconcile() {
@@ -491,4 +274,94 @@ async fn older_history_ingested_after_newer_is_stale_and_never_traded() {
         })
         .count();
     assert_eq!(submitted_eth, 0);
+}
+
+/// `treasury.llm_review` live asks the LLM router (a fake OpenAI-compatible provider here) about every
+/// proposal; `jarvis backtest --from-store` then answers the same reviews from the recorded
+/// `LlmCallCompleted` events by prompt hash, calls no provider, and trades exactly as live did. A review
+/// with no record stops the run naming its prompt hash, unless `--llm-fallback` says what to answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_reviews_are_replayed_from_the_recorded_answers_by_prompt_hash() {
+    use jarvis_testkit::fakes::{openai::FakeOpenAi, Reply};
+    let env = Env::start().await;
+    let llm = FakeOpenAi::start().await;
+    // The first reviews veto, the rest approve.
+    llm.push((0..3).map(|_| Reply::text(r#"{"decision":"veto","reason":"too risky"}"#)));
+    llm.set_default(Reply::text(
+        r#"Here you go: {"decision": "approve", "reason": "in line with the targets"}"#,
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jarvis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[treasury]\nllm_review = true\n\n[llm.providers.fake]\nkind = \"openai\"\nbase_url = \"{}\"\n\n\
+             [llm.routes]\ntrading = [\"fake/gpt-4o-mini\"]\n",
+            llm.url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let with_config = [("JARVIS_CONFIG", config)];
+    let up = up(&env, &with_config);
+    let (_data, file) = sol_subset(300);
+    ingest(&env, &file);
+    wait_idle(&env, 300).await;
+    drop(up);
+    let all = check_books(&env).await;
+    let calls = of_type(&all, "LlmCallCompleted").len();
+    assert!(calls > 3, "{calls} reviews");
+    assert_eq!(llm.count(), calls, "one provider call per review");
+    let vetoed = of_type(&all, "TradeRejected")
+        .iter()
+        .filter(|r| r.payload["reasons"][0]["rule"] == "llm_review")
+        .count();
+    assert_eq!(vetoed, 3);
+    let live_fills = of_type(&all, "OrderFilled").len();
+    assert!(live_fills > 0);
+    // Every proposal carries what the model said.
+    for p in of_type(&all, "TradeProposed") {
+        assert!(
+            p.payload["rationale"]["inputs"]["llm_review"]["prompt_hash"].is_string(),
+            "{}",
+            p.payload
+        );
+    }
+
+    let backtest = |extra: &[&str]| {
+        let mut args = vec!["backtest", "--json", "--no-record"];
+        args.extend_from_slice(extra);
+        jarvis(&env, &args, &with_config).output().unwrap()
+    };
+    let out = backtest(&["--from-store"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["llm_answers_replayed"], calls as u64, "{report}");
+    assert_eq!(report["llm_fallbacks"], 0);
+    assert_eq!(report["orders"]["fills"], live_fills as u64, "{report}");
+    assert_eq!(report["rejections_by_rule"]["llm_review"], 3, "{report}");
+    assert_eq!(llm.count(), calls, "the backtest called the provider");
+
+    // The same candles from a file: nothing recorded for a file run, so the first review stops it.
+    let out = backtest(&["--data", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no recorded answer for prompt hash"),
+        "{stderr}"
+    );
+    let out = backtest(&["--data", &file, "--llm-fallback", "veto"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["llm_fallbacks"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["orders"]["fills"], 0, "{report}");
+    assert_eq!(llm.count(), calls, "the backtest called the provider");
 }

@@ -20,6 +20,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use chrono::Duration;
 use jarvis_bus::{Envelope, Handler, HandlerError};
@@ -37,6 +38,7 @@ use jarvis_store::EventStore;
 use rust_decimal::Decimal;
 
 use crate::ledger::{Ledger, LedgerAggregate};
+use crate::llm::{AskError, AskRequest, Oracle};
 use crate::treasury::{SentimentReading, Strategy, StrategyConfig, StrategyInput};
 use jarvis_domain::sentiment::{token_day_id, SentimentEvent, TokenSentiment};
 
@@ -83,6 +85,7 @@ pub struct TradingPipeline<L = EventStore> {
     settings: TradingSettings,
     strategy: Box<dyn Strategy>,
     set_up: AtomicBool,
+    reviewer: Option<Arc<dyn Oracle>>,
 }
 
 impl<L: Ledger> TradingPipeline<L> {
@@ -103,7 +106,15 @@ impl<L: Ledger> TradingPipeline<L> {
             settings,
             strategy,
             set_up: AtomicBool::new(false),
+            reviewer: None,
         }
+    }
+
+    /// Asks `reviewer` about every proposal when `treasury.llm_review` is on: the live LLM router, or in a
+    /// backtest the answers recorded by prompt hash.
+    pub fn with_reviewer(mut self, reviewer: Arc<dyn Oracle>) -> Self {
+        self.reviewer = Some(reviewer);
+        self
     }
 
     /// The ledger it trades on.
@@ -417,6 +428,61 @@ impl<L: Ledger> TradingPipeline<L> {
         Ok(None)
     }
 
+    /// The LLM review of a proposal (`treasury.llm_review`): `Some(reason)` when it vetoes. The answer is
+    /// written into the rationale (`inputs.llm_review`), so the audit trail shows what the model said. A
+    /// model that cannot be asked, or answers nonsense, vetoes: no trade without the review the owner asked
+    /// for. Replaying, a call with no recorded answer stops the run.
+    async fn review(
+        &self,
+        env: &EventRef,
+        proposal: &str,
+        rationale: &mut jarvis_domain::trading::Rationale,
+    ) -> Result<Option<String>, HandlerError> {
+        let Some(reviewer) = &self.reviewer else {
+            return Ok(Some(
+                "treasury.llm_review is on but no LLM is configured".into(),
+            ));
+        };
+        let request = AskRequest {
+            task: REVIEW_TASK.into(),
+            system: Some(REVIEW_SYSTEM.into()),
+            prompt: proposal.to_string(),
+            correlation_id: Some(env.correlation_id),
+            ..AskRequest::default()
+        };
+        // Once per proposal: a candle handled again (a crash, a retry) gets the answer already paid for.
+        let (verdict, record) = match reviewer.ask_once(request).await {
+            Ok(answer) => {
+                let verdict = parse_review(&answer.answer);
+                let record = serde_json::json!({
+                    "call_id": answer.call_id,
+                    "provider": answer.provider,
+                    "model": answer.model,
+                    "prompt_hash": answer.prompt_hash,
+                    "answer": answer.answer,
+                });
+                (verdict, record)
+            }
+            Err(AskError::NotRecorded(hash)) => {
+                return Err(HandlerError::Permanent(format!(
+                    "the LLM review has no recorded answer for prompt hash {hash}"
+                )))
+            }
+            Err(e) => (
+                Err(format!("the LLM could not be asked: {e}")),
+                serde_json::json!({"error": e.to_string()}),
+            ),
+        };
+        if let serde_json::Value::Object(inputs) = &mut rationale.inputs {
+            inputs.insert("llm_review".into(), record);
+        }
+        Ok(match verdict {
+            Ok((true, _)) => None,
+            Ok((false, reason)) => Some(format!("vetoed by the LLM review: {reason}")),
+            Err(reason) => Some(reason),
+        })
+    }
+
     /// Steps 3 to 5: proposals, their risk verdicts, and the submission of approved orders.
     async fn decide(&self, env: &EventRef, candle: &Candle) -> Result<(), HandlerError> {
         // What open orders at the venue have spoken for: risk counts their cash and exposure.
@@ -477,6 +543,24 @@ impl<L: Ledger> TradingPipeline<L> {
             }
             let order_id = OrderId::derived(&format!("{}/{}", env.event_id, proposal.symbol));
             let id = order_id.to_string();
+            let mut rationale = proposal.rationale;
+            let veto = match self.settings.strategy.llm_review {
+                true => {
+                    self.review(
+                        env,
+                        &proposal_text(
+                            &proposal.symbol,
+                            proposal.side,
+                            proposal.quantity,
+                            &proposal.reference,
+                            &rationale,
+                        ),
+                        &mut rationale,
+                    )
+                    .await?
+                }
+                false => None,
+            };
             let propose = TradeProposal {
                 order_id,
                 symbol: proposal.symbol.clone(),
@@ -484,7 +568,7 @@ impl<L: Ledger> TradingPipeline<L> {
                 quantity: proposal.quantity,
                 reference: proposal.reference.clone(),
                 proposed_at: now,
-                rationale: proposal.rationale,
+                rationale,
             };
             self.run::<Order>(
                 &id,
@@ -498,6 +582,20 @@ impl<L: Ledger> TradingPipeline<L> {
                     matches!(e, OrderEvent::TradeProposed(_))
                 })
                 .await?;
+            if let Some(detail) = veto {
+                let reject = OrderCommand::Reject {
+                    reasons: vec![jarvis_domain::trading::RiskViolation {
+                        rule: jarvis_domain::trading::RiskRule::LlmReview,
+                        limit: None,
+                        actual: None,
+                        detail,
+                    }],
+                    decided_at: now,
+                };
+                self.run::<Order>(&id, reject, &proposed.caused("treasury"), false)
+                    .await?;
+                continue;
+            }
             let assess = RiskCommand::Assess {
                 proposal: ProposalToAssess {
                     order_id,
@@ -620,6 +718,60 @@ impl<L: Ledger> TradingPipeline<L> {
     }
 }
 
+/// The LLM task that reviews proposals (its route in `[llm.routes]`).
+pub const REVIEW_TASK: &str = "trading";
+
+const REVIEW_SYSTEM: &str = "You review trades proposed by a rule-based crypto trading strategy. \
+Answer with one JSON object and nothing else: {\"decision\": \"approve\"|\"veto\", \"reason\": \"one sentence\"}.";
+
+/// The proposal as the reviewer reads it: every number the strategy decided by, and nothing from the wall
+/// clock, so the same proposal is the same prompt (and prompt hash) live and in a backtest.
+fn proposal_text(
+    symbol: &Symbol,
+    side: Side,
+    quantity: Decimal,
+    reference: &PricePoint,
+    rationale: &jarvis_domain::trading::Rationale,
+) -> String {
+    let side = match side {
+        Side::Buy => "buy",
+        Side::Sell => "sell",
+    };
+    format!(
+        "Proposal: {side} {quantity} {symbol} at {price} (price of {at}).\n\
+         Strategy: {strategy}, rule {rule}.\nWhy: {summary}\nInputs: {inputs}",
+        price = reference.price,
+        at = reference.at.to_rfc3339(),
+        strategy = rationale.strategy,
+        rule = rationale.rule,
+        summary = rationale.summary,
+        inputs = rationale.inputs,
+    )
+}
+
+/// `(approved, reason)` from the reviewer's answer, or why the answer is unusable.
+fn parse_review(answer: &str) -> Result<(bool, String), String> {
+    #[derive(serde::Deserialize)]
+    struct Review {
+        decision: String,
+        #[serde(default)]
+        reason: String,
+    }
+    let clip: String = answer.chars().take(200).collect();
+    let (Some(start), Some(end)) = (answer.find('{'), answer.rfind('}')) else {
+        return Err(format!("the LLM review answered no JSON object: {clip:?}"));
+    };
+    let review: Review = serde_json::from_str(answer.get(start..=end).unwrap_or_default())
+        .map_err(|e| format!("the LLM review answered {clip:?}: {e}"))?;
+    match review.decision.trim().to_ascii_lowercase().as_str() {
+        "approve" => Ok((true, review.reason)),
+        "veto" => Ok((false, review.reason)),
+        other => Err(format!(
+            "the LLM review answered decision {other:?}; expected \"approve\" or \"veto\""
+        )),
+    }
+}
+
 impl<L: Ledger> Handler for TradingPipeline<L> {
     async fn handle(&self, envelope: &Envelope, event: AnyEvent) -> Result<(), HandlerError> {
         match event {
@@ -628,5 +780,26 @@ impl<L: Ledger> Handler for TradingPipeline<L> {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_review;
+
+    #[test]
+    fn reviews_parse_strictly_and_anything_else_vetoes() {
+        assert_eq!(
+            parse_review("Sure: {\"decision\": \"Approve\", \"reason\": \"fine\"}"),
+            Ok((true, "fine".into()))
+        );
+        assert_eq!(
+            parse_review("{\"decision\":\"veto\",\"reason\":\"too late\"}"),
+            Ok((false, "too late".into()))
+        );
+        let maybe = parse_review("{\"decision\":\"maybe\"}").unwrap_err();
+        assert!(maybe.contains("\"maybe\""), "{maybe}");
+        let prose = parse_review("I would buy").unwrap_err();
+        assert!(prose.contains("no JSON object"), "{prose}");
     }
 }

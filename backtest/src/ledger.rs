@@ -129,20 +129,28 @@ impl MemoryLedger {
         read(state)
     }
 
+    /// Moves aggregate `id` out of its slot for a command (the slot stays, with its key and box, so
+    /// putting it back allocates nothing): the hot path of a backtest.
     fn take<A: Aggregate + 'static>(&self, id: &str) -> Slot<A> {
         let mut inner = self.inner.lock().expect("ledger lock");
-        inner
-            .slots
-            .get_mut(A::TYPE)
-            .and_then(|slots| slots.remove(id))
-            .and_then(|slot| slot.downcast::<Slot<A>>().ok())
-            .map_or_else(
-                || Slot {
-                    state: A::default(),
-                    recent: VecDeque::new(),
-                },
-                |slot| *slot,
-            )
+        let slots = inner.slots.entry(A::TYPE).or_default();
+        if !slots.contains_key(id) {
+            let empty: Slot<A> = Slot {
+                state: A::default(),
+                recent: VecDeque::new(),
+            };
+            slots.insert(id.to_string(), Box::new(empty));
+        }
+        match slots.get_mut(id).and_then(|s| s.downcast_mut::<Slot<A>>()) {
+            Some(slot) => Slot {
+                state: std::mem::take(&mut slot.state),
+                recent: std::mem::take(&mut slot.recent),
+            },
+            None => Slot {
+                state: A::default(),
+                recent: VecDeque::new(),
+            },
+        }
     }
 
     fn put<A: Aggregate + 'static>(&self, id: &str, slot: Slot<A>)
@@ -150,11 +158,13 @@ impl MemoryLedger {
         A::Event: Send,
     {
         let mut inner = self.inner.lock().expect("ledger lock");
-        inner
-            .slots
-            .entry(A::TYPE)
-            .or_default()
-            .insert(id.to_string(), Box::new(slot));
+        let slots = inner.slots.entry(A::TYPE).or_default();
+        match slots.get_mut(id).and_then(|s| s.downcast_mut::<Slot<A>>()) {
+            Some(kept) => *kept = slot,
+            None => {
+                slots.insert(id.to_string(), Box::new(slot));
+            }
+        }
     }
 
     fn find<A, F>(&self, id: &str, pick: F) -> Option<(EventRef, A::Event)>

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::Duration;
 use jarvis_agents::ledger::Ledger;
+use jarvis_agents::llm::RecordedOracle;
 use jarvis_agents::trading::{TradingPipeline, TradingSettings};
 use jarvis_agents::treasury::Strategy;
 use jarvis_domain::backtest::BacktestReport;
@@ -53,13 +54,16 @@ pub enum BacktestError {
     Output(#[from] std::io::Error),
 }
 
-/// One backtest: settings (strategy, limits, fill model, capital) and a seed.
+/// One backtest: settings (strategy, limits, fill model, capital), a seed, and the recorded LLM answers.
 #[derive(Debug, Clone)]
 pub struct Backtest {
     /// What the pipeline trades with.
     pub settings: TradingSettings,
     /// Seeds the event ids (and anything random a strategy is given).
     pub seed: u64,
+    /// Answers the LLM review (`treasury.llm_review`) from records by prompt hash; never a live provider.
+    /// `None` answers nothing: a review then vetoes every proposal, as live trading with no LLM would.
+    pub llm: Option<Arc<RecordedOracle>>,
 }
 
 /// A finished run.
@@ -123,7 +127,12 @@ impl Backtest {
         ledger.observe(Box::new(move |_, _, _, event| {
             observed.lock().expect("report lock").observe(event);
         }));
-        let pipeline = TradingPipeline::with_strategy(ledger, self.settings.clone(), strategy);
+        let mut pipeline = TradingPipeline::with_strategy(ledger, self.settings.clone(), strategy);
+        // Counters of this run's own, when several runs of a sweep share the records.
+        let llm = self.llm.as_ref().map(|records| Arc::new(records.fork()));
+        if let Some(llm) = &llm {
+            pipeline = pipeline.with_reviewer(llm.clone());
+        }
         let story = ledger.next_ref(None);
         let mut day = None;
         let mut scores = data.sentiment.iter().peekable();
@@ -209,6 +218,8 @@ impl Backtest {
         )?;
         let report = BacktestReport {
             sentiment_scores,
+            llm_answers_replayed: llm.as_ref().map_or(0, |l| l.replayed()),
+            llm_fallbacks: llm.as_ref().map_or(0, |l| l.fell_back()),
             ..report
         };
         Ok(Outcome { report })

@@ -9,7 +9,6 @@ use chrono::{DateTime, NaiveDate, Utc};
 use jarvis_domain::backtest::{BacktestReport, DataSummary, OrderCounts};
 use jarvis_domain::trading::order::OrderEvent;
 use jarvis_domain::trading::portfolio::PortfolioEvent;
-use jarvis_domain::trading::risk::RiskEvent;
 use jarvis_domain::trading::Side;
 use jarvis_domain::Symbol;
 use rust_decimal::prelude::ToPrimitive;
@@ -202,23 +201,23 @@ impl Accumulator {
             match e {
                 OrderEvent::TradeProposed(_) => self.orders.proposed += 1,
                 OrderEvent::TradeApproved(_) => self.orders.approved += 1,
-                OrderEvent::TradeRejected(_) => self.orders.rejected += 1,
+                OrderEvent::TradeRejected(rejected) => {
+                    self.orders.rejected += 1;
+                    // Every rule the order was rejected by: risk's, and the LLM review's.
+                    for r in &rejected.reasons {
+                        let rule = serde_json::to_value(r.rule)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_else(|| format!("{:?}", r.rule));
+                        *self.rejections.entry(rule).or_default() += 1;
+                    }
+                }
                 OrderEvent::OrderSubmitted(_) => self.orders.submitted += 1,
                 OrderEvent::OrderFilled(_) => self.orders.fills += 1,
                 OrderEvent::OrderFailed(_) | OrderEvent::QuoteRejected(_) => {
                     self.orders.failed += 1
                 }
                 OrderEvent::OrderSent(_) => {}
-            }
-        } else if let Some(RiskEvent::OrderRefused { reasons, .. }) =
-            event.downcast_ref::<RiskEvent>()
-        {
-            for r in reasons {
-                let rule = serde_json::to_value(r.rule)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_else(|| format!("{:?}", r.rule));
-                *self.rejections.entry(rule).or_default() += 1;
             }
         }
     }
@@ -380,6 +379,8 @@ impl Accumulator {
             end: span.1,
             candles,
             sentiment_scores: 0,
+            llm_answers_replayed: 0,
+            llm_fallbacks: 0,
             events,
             initial_capital: self.initial,
             final_equity,

@@ -25,7 +25,11 @@ fn backtest() -> Backtest {
     let mut settings = TradingSettings::default();
     // Trade often, so that the report has something to say.
     settings.strategy.drift_band = Decimal::new(1, 2);
-    Backtest { settings, seed: 7 }
+    Backtest {
+        settings,
+        seed: 7,
+        llm: None,
+    }
 }
 
 fn report_json(data: &Data) -> String {

@@ -37,6 +37,8 @@ pub mod dlq_headers {
     pub const STREAM_SEQUENCE: &str = "jarvis-dlq-stream-sequence";
     /// How many times it was delivered.
     pub const DELIVERIES: &str = "jarvis-dlq-deliveries";
+    /// Present when the dead letter holds only the start of the payload: the original size in bytes.
+    pub const TRUNCATED: &str = "jarvis-dlq-truncated";
 }
 
 /// Settings of one durable consumer.
@@ -197,7 +199,15 @@ async fn process<H: Handler>(
     // max_deliver <= 0 is JetStream's "unlimited".
     let last_try = settings.max_deliver > 0 && delivered >= settings.max_deliver;
     let ack = match outcome {
-        Ok(()) => message.ack().await,
+        Ok(()) => {
+            tracing::debug!(
+                consumer = %settings.durable,
+                stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0),
+                delivered,
+                "handled"
+            );
+            message.ack().await
+        }
         Err(HandlerError::Transient(reason)) if !last_try => {
             let delay = settings.delay_for(delivered);
             tracing::warn!(consumer = %settings.durable, delivered, ?delay, %reason, "transient failure; will retry");
@@ -266,9 +276,27 @@ async fn dead_letter(
     h.insert(dlq_headers::SUBJECT, message.subject.as_str());
     h.insert(dlq_headers::STREAM_SEQUENCE, seq.to_string().as_str());
     h.insert(dlq_headers::DELIVERIES, delivered.to_string().as_str());
+    // The original fit the server's max_payload; with our headers it may not. Then keep its start (the
+    // whole stays in JARVIS_EVENTS, where a replay takes it from).
+    let max_payload = js.client().server_info().max_payload;
+    let headers_len: usize = h
+        .iter()
+        .map(|(n, vs)| {
+            vs.iter()
+                .map(|v| AsRef::<str>::as_ref(n).len() + v.as_str().len() + 4)
+                .sum::<usize>()
+        })
+        .sum::<usize>()
+        + 64;
+    let room = max_payload.saturating_sub(headers_len + 64);
+    let mut payload = message.payload.clone();
+    if max_payload > 0 && payload.len() > room {
+        h.insert(dlq_headers::TRUNCATED, payload.len().to_string().as_str());
+        payload = payload.slice(..room.min(4_096));
+    }
     tracing::warn!(consumer, stream_sequence = seq, %reason, "dead-lettering message");
     let subject = dlq_subject(consumer);
-    js.publish_with_headers(subject.clone(), h, message.payload.clone())
+    js.publish_with_headers(subject.clone(), h, payload)
         .await
         .map_err(|e| BusError::js(format!("publishing to {subject}"), e))?
         .await

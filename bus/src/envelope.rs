@@ -236,7 +236,7 @@ mod tests {
         );
         assert_eq!(
             event.subject(),
-            "jarvis.evt.market.CandleClosed.SOL/USDT@2021-12-06"
+            "jarvis.evt.market.CandleClosed.SOL/USDT_2021-12-06"
         );
         let env = Envelope::from_parts(&event.subject(), Some(&h), Bytes::from("{}")).unwrap();
         assert_eq!(env.id, event.event_id);

@@ -4,13 +4,17 @@
 //! - [`envelope`]: CloudEvents 1.0 NATS binding (binary mode): the JSON payload is the body, the attributes
 //!   are `ce-*` headers. [`envelope::headers_for`] builds them from a stored event; [`Envelope`] reads them back.
 //! - [`provision`]: idempotent creation and update of the `JARVIS_EVENTS` and `JARVIS_DLQ` streams.
+//! - [`dlq`]: the dead letters from the operator's side: list, replay, purge.
+//! - [`health`]: heartbeats on `jarvis.health.<agent>` with consumer lag and dead letters.
 //! - [`consumer`]: a durable pull consumer with explicit acks, nak-with-delay back-off, max deliveries, and
 //!   dead-lettering of poison messages to `jarvis.dlq.<consumer>`.
 //!
 //! Everything here works with nats-server 2.9 (no multi-filter consumers, no per-message TTL).
 
 pub mod consumer;
+pub mod dlq;
 pub mod envelope;
+pub mod health;
 pub mod provision;
 pub mod server;
 pub mod service;
@@ -68,7 +72,8 @@ impl BusError {
 }
 
 /// Connects to NATS with reconnection forever (with back-off) and a client name, and returns the client and
-/// its JetStream context.
+/// its JetStream context. `url` may list several servers, comma-separated (the nodes of a cluster): the
+/// client connects to any and fails over to the others.
 ///
 /// # Errors
 /// [`BusError::Connect`] when the first connection fails.
@@ -81,7 +86,12 @@ pub async fn connect(
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(std::time::Duration::from_secs(5))
-        .connect(url)
+        .connect(
+            url.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect::<Vec<_>>(),
+        )
         .await
         .map_err(|source| BusError::Connect {
             url: redact_url(url),

@@ -45,11 +45,28 @@ pub fn binary() -> Option<PathBuf> {
     })
 }
 
+/// One node of a JetStream cluster on 127.0.0.1: its name, client port, cluster (route) port, and the
+/// route ports of every node (its own included, which nats-server ignores).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    /// The server's name (unique in the cluster), e.g. `n1`.
+    pub name: String,
+    /// The cluster's name.
+    pub cluster: String,
+    /// Client port.
+    pub port: u16,
+    /// Route port.
+    pub cluster_port: u16,
+    /// Route ports of all nodes.
+    pub routes: Vec<u16>,
+}
+
 /// A nats-server with JetStream, data in a directory of ours, killed on drop.
 pub struct NatsProcess {
     child: Option<Child>,
     dir: PathBuf,
     port: u16,
+    cluster: Option<ClusterNode>,
 }
 
 impl NatsProcess {
@@ -63,9 +80,49 @@ impl NatsProcess {
             child: None,
             dir: dir.to_path_buf(),
             port: 0,
+            cluster: None,
         };
         server.spawn(port)?;
         Ok(server)
+    }
+
+    /// Starts one node of a JetStream cluster (see [`ClusterNode`]) with its store, log and configuration
+    /// under `dir`, and waits until it accepts client connections (JetStream becomes available once a quorum
+    /// of the cluster is up).
+    ///
+    /// # Errors
+    /// As [`NatsProcess::start`].
+    pub fn start_clustered(dir: &Path, node: ClusterNode) -> Result<Self, LaunchError> {
+        let mut server = Self {
+            child: None,
+            dir: dir.to_path_buf(),
+            port: 0,
+            cluster: Some(node.clone()),
+        };
+        server.spawn(Some(node.port))?;
+        Ok(server)
+    }
+
+    /// The configuration file of a cluster node.
+    fn write_cluster_config(&self, node: &ClusterNode) -> std::io::Result<PathBuf> {
+        let routes: Vec<String> = node
+            .routes
+            .iter()
+            .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+            .collect();
+        let store = self.dir.join("jetstream");
+        let text = format!(
+            "server_name: \"{name}\"\nlisten: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: \"{store}\"\n}}\ncluster {{\n  name: \"{cluster}\"\n  listen: \"127.0.0.1:{cport}\"\n  routes: [{routes}]\n}}\n",
+            name = node.name,
+            port = node.port,
+            store = store.display(),
+            cluster = node.cluster,
+            cport = node.cluster_port,
+            routes = routes.join(", "),
+        );
+        let path = self.dir.join("nats-server.conf");
+        std::fs::write(&path, text)?;
+        Ok(path)
     }
 
     fn spawn(&mut self, port: Option<u16>) -> Result<(), LaunchError> {
@@ -78,9 +135,19 @@ impl NatsProcess {
         std::fs::create_dir_all(&ports_dir).map_err(io)?;
         let log = self.dir.join("nats-server.log");
         let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
-        let child = Command::new(binary().ok_or(LaunchError::Missing)?)
-            .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
-            .arg(self.dir.join("jetstream"))
+        let mut command = Command::new(binary().ok_or(LaunchError::Missing)?);
+        match self.cluster.clone() {
+            Some(node) => {
+                let conf = self.write_cluster_config(&node).map_err(io)?;
+                command.arg("-c").arg(conf);
+            }
+            None => {
+                command
+                    .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
+                    .arg(self.dir.join("jetstream"));
+            }
+        }
+        let child = command
             .arg("--ports_file_dir")
             .arg(&ports_dir)
             .arg("-l")

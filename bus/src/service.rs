@@ -6,12 +6,14 @@
 //! 400 for a bad request, 409 for a refusal by the domain, 500 for a failure of ours.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use async_nats::service::{self, ServiceExt};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
 
+use crate::health::{HealthStatus, HeartbeatSettings};
 use crate::BusError;
 
 /// Why a request was not carried out; becomes the micro protocol's error reply.
@@ -64,6 +66,42 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ServiceEr
         .map_err(|e| ServiceError::bad_request(format!("invalid request: {e}")))
 }
 
+/// An agent's health for [`serve_with_health`]: what its heartbeat reports and how it is doing.
+#[derive(Clone)]
+pub struct Health {
+    /// The agent, its instance, interval and consumers.
+    pub settings: HeartbeatSettings,
+    /// How it is doing at each beat.
+    pub status: Arc<dyn Fn() -> HealthStatus + Send + Sync>,
+}
+
+impl Health {
+    /// The health of `agent` reading `consumers`, always `ok` unless a consumer is missing.
+    pub fn new(agent: &str, consumers: &[&str]) -> Self {
+        Self {
+            settings: HeartbeatSettings::new(agent, consumers),
+            status: Arc::new(|| HealthStatus::Ok),
+        }
+    }
+
+    /// The same, reporting `status()` at each beat (e.g. `halted` while trading is halted).
+    pub fn with_status(
+        mut self,
+        status: impl Fn() -> HealthStatus + Send + Sync + 'static,
+    ) -> Self {
+        self.status = Arc::new(status);
+        self
+    }
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Serves `jarvis-<agent>` with endpoints `jarvis.cmd.<agent>.<verb>` until `shutdown` completes. Each request
 /// is handled in turn by `handle(verb, body)`.
 ///
@@ -81,6 +119,80 @@ where
     H: Fn(String, Bytes) -> F,
     F: Future<Output = Result<Value, ServiceError>>,
 {
+    serve_inner(client, agent, description, verbs, handle, None, shutdown).await
+}
+
+/// Like [`serve`], and also publishes the agent's heartbeat on `jarvis.health.<agent>` (see
+/// [`crate::health`]) and answers `jarvis.cmd.<agent>.status` with it: when `verbs` has its own `status`,
+/// its JSON object gains a `health` key holding the heartbeat; otherwise the reply is the heartbeat. An agent
+/// without commands passes no verbs and still gets `status`, so `nats micro ls` lists every agent.
+///
+/// # Errors
+/// [`BusError::JetStream`] when the service cannot be registered.
+pub async fn serve_with_health<H, F>(
+    client: &async_nats::Client,
+    agent: &str,
+    description: &str,
+    verbs: &[&str],
+    handle: H,
+    health: Health,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BusError>
+where
+    H: Fn(String, Bytes) -> F,
+    F: Future<Output = Result<Value, ServiceError>>,
+{
+    serve_inner(
+        client,
+        agent,
+        description,
+        verbs,
+        handle,
+        Some(health),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves only `jarvis.cmd.<agent>.status` (the heartbeat) and publishes the heartbeat: for agents that
+/// take no commands.
+///
+/// # Errors
+/// [`BusError::JetStream`] when the service cannot be registered.
+pub async fn serve_status(
+    client: &async_nats::Client,
+    agent: &str,
+    description: &str,
+    health: Health,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BusError> {
+    serve_with_health(
+        client,
+        agent,
+        description,
+        &[],
+        |verb: String, _body: Bytes| async move {
+            Err(ServiceError::bad_request(format!("unknown verb {verb}")))
+        },
+        health,
+        shutdown,
+    )
+    .await
+}
+
+async fn serve_inner<H, F>(
+    client: &async_nats::Client,
+    agent: &str,
+    description: &str,
+    verbs: &[&str],
+    handle: H,
+    health: Option<Health>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BusError>
+where
+    H: Fn(String, Bytes) -> F,
+    F: Future<Output = Result<Value, ServiceError>>,
+{
     let name = format!("jarvis-{agent}");
     let service = client
         .service_builder()
@@ -89,15 +201,30 @@ where
         .await
         .map_err(|e| BusError::js(format!("starting service {name}"), e))?;
     let group = service.group(format!("jarvis.cmd.{agent}"));
+    let own_status = verbs.contains(&"status");
+    let mut all_verbs: Vec<&str> = verbs.to_vec();
+    if health.is_some() && !own_status {
+        all_verbs.push("status");
+    }
     let mut endpoints = Vec::new();
-    for verb in verbs {
+    for verb in all_verbs {
         let endpoint = group
-            .endpoint(*verb)
+            .endpoint(verb)
             .await
             .map_err(|e| BusError::js(format!("adding endpoint {verb} to {name}"), e))?;
         let verb = verb.to_string();
         endpoints.push(endpoint.map(move |request| (verb.clone(), request)).boxed());
     }
+    // Stops beating when this future ends or is dropped.
+    let _beating = health.as_ref().map(|h| {
+        let status = h.status.clone();
+        AbortOnDrop(crate::health::spawn_heartbeat(
+            client.clone(),
+            h.settings.clone(),
+            move || status(),
+        ))
+    });
+    let js = async_nats::jetstream::new(client.clone());
     let mut requests = futures::stream::select_all(endpoints);
     tokio::pin!(shutdown);
     loop {
@@ -108,7 +235,25 @@ where
                 None => break,
             },
         };
-        let reply = match handle(verb.clone(), request.message.payload.clone()).await {
+        let payload = request.message.payload.clone();
+        let result = match (&health, verb.as_str()) {
+            (Some(h), "status") => {
+                let beat = crate::health::current(&js, &h.settings, (h.status)()).await;
+                let beat = serde_json::to_value(beat).unwrap_or(Value::Null);
+                if own_status {
+                    handle(verb.clone(), payload).await.map(|mut v| {
+                        if let Some(object) = v.as_object_mut() {
+                            object.insert("health".into(), beat);
+                        }
+                        v
+                    })
+                } else {
+                    Ok(beat)
+                }
+            }
+            _ => handle(verb.clone(), payload).await,
+        };
+        let reply = match result {
             Ok(value) => Ok(Bytes::from(value.to_string())),
             Err(e) => {
                 tracing::info!(service = %name, %verb, code = e.code, message = %e.message, "request refused");
@@ -124,4 +269,12 @@ where
     }
     let _ = service.stop().await;
     Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
+use jarvis_agents::llm::{Fallback, RecordedOracle};
 use jarvis_backtest::sweep::{self, Grid, Metric, SweepParam};
 use jarvis_backtest::{read_files, Backtest, Data, Range, Sinks};
 use jarvis_domain::backtest::{BacktestCommand, BacktestReport, BacktestRun, DataSummary};
@@ -51,6 +53,10 @@ pub struct BacktestArgs {
     /// Replay the good rows of files with unparseable rows (default: refuse, exit 2).
     #[arg(long)]
     pub skip_bad: bool,
+    /// With `treasury.llm_review`: what an LLM call with no recorded answer gets (`approve` or `veto`).
+    /// Default: none, and such a call stops the run naming its prompt hash. Replays never call a live model.
+    #[arg(long, value_enum)]
+    pub llm_fallback: Option<LlmFallback>,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -120,6 +126,27 @@ fn number(v: Decimal) -> figment::value::Value {
     figment::value::Value::from(v.to_f64().unwrap_or(f64::NAN))
 }
 
+/// The answer an unrecorded LLM review gets in a backtest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LlmFallback {
+    /// The review approves.
+    Approve,
+    /// The review vetoes.
+    Veto,
+}
+
+impl LlmFallback {
+    fn fallback(self) -> Fallback {
+        let decision = match self {
+            Self::Approve => "approve",
+            Self::Veto => "veto",
+        };
+        Fallback::Answer(format!(
+            "{{\"decision\": \"{decision}\", \"reason\": \"backtest fallback: no recorded answer\"}}"
+        ))
+    }
+}
+
 /// `jarvis backtest`.
 ///
 /// # Errors
@@ -134,14 +161,22 @@ pub async fn run(
         start: args.start,
         end: args.end,
     };
-    let data = if args.from_store {
+    let fallback = args
+        .llm_fallback
+        .map_or(Fallback::Error, LlmFallback::fallback);
+    let (data, llm) = if args.from_store {
         let endpoints = Endpoints::resolve(config, data_dir);
         let store = endpoints.store(config).await?;
         store.migrate().await.context("migrating the store")?;
-        candles_from_store(&store, range).await?
+        let llm = RecordedOracle::from_store(&store, fallback)
+            .await
+            .context("reading the recorded LLM answers")?;
+        (candles_from_store(&store, range).await?, llm)
     } else {
-        read_files(&args.data, range, args.skip_bad).map_err(bad_input)?
+        let data = read_files(&args.data, range, args.skip_bad).map_err(bad_input)?;
+        (data, RecordedOracle::new([], fallback))
     };
+    let llm = Some(Arc::new(llm));
     let base = overrides(&args);
     let configure = |point: &[(String, Decimal)]| -> anyhow::Result<Backtest> {
         let mut all = base.clone();
@@ -150,6 +185,7 @@ pub async fn run(
         Ok(Backtest {
             settings: config.trading_settings(),
             seed: args.seed,
+            llm: llm.clone(),
         })
     };
     if !args.sweep.is_empty() {
@@ -260,6 +296,13 @@ fn print_report(r: &BacktestReport) {
         (
             "sentiment",
             format!("{} recorded scores replayed", r.sentiment_scores),
+        ),
+        (
+            "llm review",
+            format!(
+                "{} recorded answers replayed, {} fallbacks",
+                r.llm_answers_replayed, r.llm_fallbacks
+            ),
         ),
         ("events", r.events.to_string()),
         ("initial capital", r.initial_capital.to_string()),
@@ -467,6 +510,7 @@ pub async fn bench(
     let backtest = Backtest {
         settings: config.trading_settings(),
         seed: 0,
+        llm: None,
     };
     // Raw baseline: the cheapest event loop over the same candles.
     let started = Instant::now();

@@ -16,9 +16,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use clap::Subcommand;
 use hdrhistogram::Histogram;
 use jarvis_agents::relay::{run_relay, RelaySettings};
+use jarvis_agents::trading::{TradingPipeline, TradingSettings};
 use jarvis_bus::envelope::headers_for;
 use jarvis_bus::server::NatsProcess;
 use jarvis_bus::{ensure_streams, StreamSettings, EVENTS_STREAM};
+use jarvis_bus::{run_consumer, ConsumerSettings};
 use jarvis_domain::market::{MarketFeed, MarketFeedCommand, MarketFeedId};
 use jarvis_domain::{Candle, EventMetadata, Symbol};
 use jarvis_store::{execute_with_retry, Checkpoint, EventStore};
@@ -33,6 +35,19 @@ use crate::stack::Endpoints;
 /// `jarvis bench ...`
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Gateway: requests/s and p50/p99 of /api/v1/portfolio and /api/v1/trades over 64 keep-alive
+    /// connections on loopback (read models in memory), beside plain axum serving the same bytes.
+    Gateway {
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Store append: batched and single commands vs raw `INSERT ... SELECT unnest(...)` and single-row inserts.
     Store {
         /// Events appended by batched commands (one command per day of 24 hourly candles).
@@ -87,6 +102,22 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Soak: sustained load (default 80% of the capacity measured first) for `--duration`, sampling the
+    /// process's memory, then checking that nothing was lost or duplicated.
+    Soak(crate::soak::SoakArgs),
+    /// Projections: rebuild of every read model from a synthetic history in a scratch store, beside the raw
+    /// `SELECT` of the same events.
+    Projections {
+        /// Events in the history.
+        #[arg(long, default_value_t = 300_000)]
+        events: usize,
+        /// Events per page.
+        #[arg(long, default_value_t = 10_000)]
+        batch: i64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Relay: stored events → JetStream, vs raw async-nats windowed publishing of the same messages.
     Relay {
         /// Events relayed.
@@ -108,6 +139,17 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: BenchCommand) -> anyhow:
         print_report(&report, *json);
         return Ok(());
     }
+    if let BenchCommand::Gateway {
+        connections,
+        secs,
+        json,
+    } = &cmd
+    {
+        // No server needed: the gateway and the baseline run in this process on loopback.
+        let report = crate::gateway::bench(*connections, *secs).await?;
+        print_report(&report, *json);
+        return Ok(());
+    }
     if let BenchCommand::Sentiment { file, rounds, json } = &cmd {
         // No server needed: the offline scorer is pure CPU.
         let report = crate::sentiment::bench(file, (*rounds).max(1))?;
@@ -115,6 +157,9 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: BenchCommand) -> anyhow:
         return Ok(());
     }
     let endpoints = Endpoints::resolve(config, data_dir);
+    if let BenchCommand::Soak(args) = cmd {
+        return crate::soak::run(&endpoints, args).await;
+    }
     let scratch = ScratchDb::create(&endpoints.database_url).await?;
     let result = async {
         let store = EventStore::connect(&scratch.url, 8).await?;
@@ -141,8 +186,19 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: BenchCommand) -> anyhow:
                 let report = bench_relay(&store, events).await?;
                 print_report(&report, json);
             }
+            BenchCommand::Projections {
+                events,
+                batch,
+                json,
+            } => {
+                let report = crate::projections::bench(&store, events, batch.max(1)).await?;
+                print_report(&report, json);
+            }
             // Handled above, without a database.
-            BenchCommand::Sentiment { .. } | BenchCommand::Backtest { .. } => {}
+            BenchCommand::Sentiment { .. }
+            | BenchCommand::Backtest { .. }
+            | BenchCommand::Soak(_)
+            | BenchCommand::Gateway { .. } => {}
         }
         anyhow::Ok(())
     }
@@ -151,7 +207,7 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: BenchCommand) -> anyhow:
     result
 }
 
-fn print_report(report: &Value, json: bool) {
+pub(crate) fn print_report(report: &Value, json: bool) {
     if json {
         println!("{report}");
         return;
@@ -163,14 +219,14 @@ fn print_report(report: &Value, json: bool) {
 }
 
 /// A throwaway database beside the configured one.
-struct ScratchDb {
-    url: String,
+pub(crate) struct ScratchDb {
+    pub(crate) url: String,
     admin_url: String,
     name: String,
 }
 
 impl ScratchDb {
-    async fn create(base_url: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn create(base_url: &str) -> anyhow::Result<Self> {
         let mut admin = url::Url::parse(base_url).context("parsing the database url")?;
         admin.set_path("/postgres");
         let name = format!("jarvis_bench_{}", Uuid::now_v7().simple());
@@ -188,7 +244,7 @@ impl ScratchDb {
         })
     }
 
-    async fn drop_now(self) {
+    pub(crate) async fn drop_now(self) {
         if let Ok(mut conn) = PgConnection::connect(&self.admin_url).await {
             let _ = conn
                 .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
@@ -462,14 +518,14 @@ async fn bench_relay(store: &EventStore, events: usize) -> anyhow::Result<Value>
     }))
 }
 
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("jarvis-bench-{}", Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
 
 /// A candle of `BENCH/USDT` at hour `i` that swings ±3 % around 100, so that a rebalancer trades on each.
-fn swinging(i: usize) -> Candle {
+pub(crate) fn swinging(i: usize) -> Candle {
     let mut c = candle(i);
     let price = if i % 2 == 0 {
         Decimal::new(103, 0)
@@ -490,9 +546,6 @@ async fn bench_e2e(
     rate: u32,
     burst: usize,
 ) -> anyhow::Result<Value> {
-    use jarvis_agents::trading::{TradingPipeline, TradingSettings};
-    use jarvis_bus::{run_consumer, ConsumerSettings};
-
     let dir = tempfile_dir()?;
     let nats = NatsProcess::start(&dir, None)?;
     let (_client, js) = jarvis_bus::connect(&nats.url(), "jarvis-bench").await?;
@@ -512,26 +565,7 @@ async fn bench_e2e(
         RelaySettings::default(),
         until(stopped.clone()),
     ));
-    let mut settings = TradingSettings {
-        initial_cash: Decimal::from(1_000_000),
-        ..TradingSettings::default()
-    };
-    settings.strategy.drift_band = Decimal::new(1, 3);
-    settings.strategy.max_order_notional = Decimal::from(5_000);
-    settings.limits.max_notional_per_order = Decimal::from(10_000);
-    settings.limits.max_position_per_token = Decimal::from(1_000_000);
-    settings.limits.max_gross_exposure = Decimal::from(2_000_000);
-    settings.limits.daily_loss_limit = Decimal::from(1_000_000);
-    settings.limits.max_drawdown = Decimal::ONE;
-    settings.limits.cooldown_per_token_secs = 0;
-    let pipeline = TradingPipeline::new(store.clone(), settings);
-    let trading_js = js.clone();
-    let trading_stop = until(stopped.clone());
-    let trading = tokio::spawn(async move {
-        let mut s = ConsumerSettings::new("trading", "jarvis.evt.market.CandleClosed.>");
-        s.max_ack_pending = 1;
-        let _ = run_consumer(&trading_js, &s, &pipeline, trading_stop).await;
-    });
+    let trading = crate::bench::spawn_pipeline(store, &js, until(stopped.clone()));
 
     // Latency: one candle at a time at `rate`.
     let cqrs = store.cqrs::<MarketFeed>(());
@@ -595,7 +629,7 @@ async fn bench_e2e(
     }))
 }
 
-fn rate_of(n: usize, elapsed: Duration) -> f64 {
+pub(crate) fn rate_of(n: usize, elapsed: Duration) -> f64 {
     (n as f64 / elapsed.as_secs_f64()).round()
 }
 
@@ -634,7 +668,7 @@ async fn fill_latencies(store: &EventStore) -> anyhow::Result<Vec<f64>> {
         .collect())
 }
 
-async fn wait_trading_idle(
+pub(crate) async fn wait_trading_idle(
     js: &async_nats::jetstream::Context,
     candles: usize,
 ) -> anyhow::Result<()> {
@@ -712,4 +746,32 @@ async fn raw_hop(
         out.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     Ok(out)
+}
+
+/// The trading pipeline as `jarvis up` runs it (one ordered consumer of closed candles) on `store`, with limits
+/// wide enough that every swinging candle trades, until `stopped`: what `bench e2e` and `bench soak` load.
+pub(crate) fn spawn_pipeline(
+    store: &EventStore,
+    js: &async_nats::jetstream::Context,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let mut settings = TradingSettings {
+        initial_cash: Decimal::from(1_000_000),
+        ..TradingSettings::default()
+    };
+    settings.strategy.drift_band = Decimal::new(1, 3);
+    settings.strategy.max_order_notional = Decimal::from(5_000);
+    settings.limits.max_notional_per_order = Decimal::from(10_000);
+    settings.limits.max_position_per_token = Decimal::from(1_000_000);
+    settings.limits.max_gross_exposure = Decimal::from(2_000_000);
+    settings.limits.daily_loss_limit = Decimal::from(1_000_000);
+    settings.limits.max_drawdown = Decimal::ONE;
+    settings.limits.cooldown_per_token_secs = 0;
+    let pipeline = TradingPipeline::new(store.clone(), settings);
+    let js = js.clone();
+    tokio::spawn(async move {
+        let mut s = ConsumerSettings::new("trading", "jarvis.evt.market.CandleClosed.>");
+        s.max_ack_pending = 1;
+        let _ = run_consumer(&js, &s, &pipeline, stopped).await;
+    })
 }

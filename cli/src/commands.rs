@@ -11,9 +11,7 @@ use futures::StreamExt;
 use jarvis_agents::market::candle_file::read_candle_file;
 use jarvis_agents::market::ingest::{ingest_file, replay_files};
 use jarvis_agents::relay::run_relay;
-use jarvis_bus::{
-    ensure_streams, run_consumer, ConsumerSettings, Envelope, DLQ_STREAM, EVENTS_STREAM,
-};
+use jarvis_bus::{ensure_streams, Envelope, DLQ_STREAM, EVENTS_STREAM};
 use jarvis_domain::{EventMetadata, Symbol};
 use jarvis_store::EventStore;
 use serde_json::json;
@@ -228,14 +226,23 @@ pub async fn ingest(config: &Config, data_dir: &Path, cmd: IngestCommand) -> any
     Ok(())
 }
 
-/// `jarvis relay`: the relay alone, until SIGINT/SIGTERM.
+/// `jarvis relay`: the relay alone (with `jarvis-relay`'s status and heartbeat), until SIGINT/SIGTERM.
 ///
 /// # Errors
 /// When the store or the bus cannot be reached at start.
 pub async fn relay(config: &Config, data_dir: &Path) -> anyhow::Result<()> {
     let endpoints = Endpoints::resolve(config, data_dir);
-    let (store, _, js) = connect_and_migrate(config, &endpoints, "jarvis-relay").await?;
-    run_relay(store, js, config.relay_settings(), shutdown_signal()).await;
+    let (store, client, js) = connect_and_migrate(config, &endpoints, "jarvis-relay").await?;
+    let shutdown = futures::FutureExt::shared(shutdown_signal());
+    let status = crate::agents::status_service_named(
+        &client,
+        "relay",
+        "Jarvis outbox relay: store to JetStream",
+        &[],
+        shutdown.clone(),
+    );
+    run_relay(store, js, config.relay_settings(), shutdown).await;
+    let _ = status.await;
     tracing::info!("relay stopped");
     Ok(())
 }
@@ -250,6 +257,13 @@ pub async fn up(config: &Config, data_dir: &Path, live: bool) -> anyhow::Result<
     // Live trading is checked before anything starts: a refusal leaves nothing running.
     let execution =
         crate::venue::execution(config, live).map_err(|message| Exit { code: 2, message })?;
+    if config.treasury.llm_review && !config.llm.enabled() {
+        return Err(Exit {
+            code: 2,
+            message: "treasury.llm_review = true needs an LLM: configure [llm.providers] and a \"trading\" route".into(),
+        }
+        .into());
+    }
     let stack = LocalStack::start(config, data_dir)?;
     let endpoints = stack.endpoints.clone();
     let (store, client, js) = connect_and_migrate(config, &endpoints, "jarvis-up").await?;
@@ -258,108 +272,128 @@ pub async fn up(config: &Config, data_dir: &Path, live: bool) -> anyhow::Result<
         jarvis_store::redact_url(&endpoints.database_url),
         jarvis_bus::redact_url(&endpoints.nats_url)
     );
-    let pool = store.pool().clone();
-    // One signal stops every component.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let store_for_trading = store.clone();
-    let (execution, poller) = crate::venue::spawn(config, execution, &store, &js, || {
-        until_stopped(stopped.clone())
-    })?;
-    let js_for_trading = js.clone();
-    let memory = config.memory.enabled.then(|| {
-        let (store, client, js) = (store.clone(), client.clone(), js.clone());
-        let (config, stopped) = (config.memory.clone(), until_stopped(stopped.clone()));
-        tokio::spawn(async move {
-            if let Err(e) = jarvis_agents::memory::run(store, client, js, &config, stopped).await {
-                tracing::error!(cause = %e, "the memory agent failed to start");
-            }
-        })
-    });
-    let (store_for_sentiment, js_for_sentiment) = (store.clone(), js.clone());
-    let relay = tokio::spawn(run_relay(
-        store.clone(),
-        js,
-        config.relay_settings(),
-        until_stopped(stopped.clone()),
-    ));
-    let llm = crate::llm::spawn_service(config, &store, &client, until_stopped(stopped.clone()));
-    let risk_stopped = until_stopped(stopped.clone());
-    let risk = tokio::spawn(async move {
-        if let Err(e) = jarvis_agents::risk::serve_commands(store, client, risk_stopped).await {
-            tracing::error!(cause = %e, "the risk service failed; halt and resume are unavailable");
-        }
-    });
-    // The trading pipeline: one ordered consumer of closed candles (max one unacked message, so a retried
-    // candle is never overtaken by the next one).
-    let trading_stopped = until_stopped(stopped.clone());
-    let pipeline =
-        jarvis_agents::trading::TradingPipeline::new(store_for_trading, config.trading_settings());
-    let trading = tokio::spawn(async move {
-        let mut settings = ConsumerSettings::new("trading", "jarvis.evt.market.CandleClosed.>");
-        settings.max_ack_pending = 1;
-        settings.max_deliver = 20;
-        if let Err(e) = run_consumer(&js_for_trading, &settings, &pipeline, trading_stopped).await {
-            tracing::error!(cause = %e, "the trading pipeline failed to start");
-        }
-    });
-    let sentiment = spawn_sentiment(
+    run_agents(
         config,
-        &store_for_sentiment,
-        &js_for_sentiment,
-        until_stopped(stopped.clone()),
-    )?;
-    shutdown_signal().await;
-    tracing::info!("stopping");
-    let _ = stop.send(true);
-    let _ = relay.await;
-    let _ = trading.await;
-    if let Some(sentiment) = sentiment {
-        let _ = sentiment.await;
-    }
-    let _ = risk.await;
-    if let Some(memory) = memory {
-        let _ = memory.await;
-    }
-    if let Some(llm) = llm {
-        let _ = llm.await;
-    }
-    for task in execution.into_iter().chain(poller) {
-        let _ = task.await;
-    }
-    // Close our connections before the private Postgres shuts down under them.
-    pool.close().await;
+        &store,
+        &client,
+        &js,
+        &crate::agents::Agent::ALL,
+        execution,
+        true,
+    )
+    .await?;
     drop(stack);
     Ok(())
 }
 
-/// The sentiment agent (offline scorer), unless `[sentiment] enabled = false`.
-fn spawn_sentiment(
+/// `jarvis agent <name>...`: only these agents, against the configured (or running `jarvis up`'s) store and
+/// bus, until SIGINT/SIGTERM. Several processes may run the same agent: they share its consumers.
+///
+/// # Errors
+/// [`Exit`] with code 2 for an agent that is not configured or `--live` without what it needs; when the
+/// store or the bus cannot be reached.
+pub async fn agent(
+    config: &Config,
+    data_dir: &Path,
+    agents: &[crate::agents::Agent],
+    live: bool,
+) -> anyhow::Result<()> {
+    let execution = if agents.contains(&crate::agents::Agent::Execution) {
+        crate::venue::execution(config, live).map_err(|message| Exit { code: 2, message })?
+    } else {
+        None
+    };
+    let endpoints = Endpoints::resolve(config, data_dir);
+    let names: Vec<&str> = agents.iter().map(|a| a.name()).collect();
+    let (store, client, js) = connect_and_migrate(
+        config,
+        &endpoints,
+        &format!("jarvis-agent-{}", names.join("-")),
+    )
+    .await?;
+    println!(
+        "jarvis agents {} running: store {} · bus {}",
+        names.join(", "),
+        jarvis_store::redact_url(&endpoints.database_url),
+        jarvis_bus::redact_url(&endpoints.nats_url)
+    );
+    run_agents(config, &store, &client, &js, agents, execution, false).await
+}
+
+/// Runs the relay (when `with_relay`) and `agents` until SIGINT/SIGTERM, then stops them all.
+async fn run_agents(
     config: &Config,
     store: &EventStore,
+    client: &async_nats::Client,
     js: &async_nats::jetstream::Context,
-    stopped: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    if !config.sentiment.enabled {
-        return Ok(None);
-    }
-    let agent = jarvis_agents::sentiment::SentimentAgent::new(
-        store.clone(),
-        std::sync::Arc::new(jarvis_agents::sentiment::OfflineScorer::default()),
-        &config.sentiment.settings(),
-    )
-    .map_err(|e| Exit {
-        code: 2,
-        message: e.to_string(),
-    })?;
-    let js = js.clone();
-    Ok(Some(tokio::spawn(async move {
-        if let Err(e) = jarvis_agents::sentiment::agent::run(&agent, &js, stopped).await {
-            tracing::error!(cause = %e, "the sentiment agent failed to start");
+    agents: &[crate::agents::Agent],
+    execution: Option<crate::venue::Execution>,
+    with_relay: bool,
+) -> anyhow::Result<()> {
+    let pool = store.pool().clone();
+    // One signal stops every component.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until = || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
         }
-    })))
+    };
+    let mut tasks = Vec::new();
+    if with_relay {
+        // `jarvis up`: the read side too. Every projector, the heartbeat listener, and the gateway serving
+        // their read models (a failure to bind is logged, and the agents run on without it).
+        let (read_models, projection_tasks) =
+            jarvis_projections::spawn(pool.clone(), Some((client.clone(), js.clone())), &until)
+                .await
+                .context("starting the projectors")?;
+        tasks.extend(projection_tasks);
+        match crate::gateway::spawn(config, store, read_models, client, js, until()).await {
+            Ok(Some((_, gateway))) => tasks.push(gateway),
+            Ok(None) => {}
+            Err(e) => tracing::error!(cause = %format!("{e:#}"), "the gateway failed to start"),
+        }
+        tasks.push(tokio::spawn(run_relay(
+            store.clone(),
+            js.clone(),
+            config.relay_settings(),
+            until(),
+        )));
+        tasks.push(crate::agents::status_service_named(
+            client,
+            "relay",
+            "Jarvis outbox relay: store to JetStream",
+            &[],
+            until(),
+        ));
+    }
+    let wiring = crate::agents::Wiring {
+        config,
+        store,
+        client,
+        js,
+        until,
+    };
+    let started = crate::agents::spawn(&wiring, agents, execution, !with_relay);
+    match started {
+        Ok(more) => tasks.extend(more),
+        Err(e) => {
+            let _ = stop.send(true);
+            for task in tasks {
+                let _ = task.await;
+            }
+            return Err(e);
+        }
+    }
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    // Close our connections before a private Postgres shuts down under them.
+    pool.close().await;
+    Ok(())
 }
 
 /// `jarvis events tail` and `jarvis events trace`.
@@ -466,7 +500,27 @@ pub async fn status(config: &Config, data_dir: &Path, json_out: bool) -> anyhow:
         .load_checkpoint(&config.relay_settings().checkpoint)
         .await?;
     let lag = store.count_after(checkpoint).await?;
-    let (_, js) = endpoints.bus("jarvis-status").await?;
+    let (client, js) = endpoints.bus("jarvis-status").await?;
+    // Who is alive: every running instance answers the health ping with its heartbeat.
+    // Judged as of the ping: collecting replies takes a second, longer than 3 intervals of a short
+    // `health.interval_ms`, and an instance that answered is alive.
+    let now = chrono::Utc::now();
+    let beats = jarvis_bus::health::ping_all(&client, std::time::Duration::from_secs(1)).await?;
+    let agents: Vec<serde_json::Value> = beats
+        .iter()
+        .map(|b| {
+            let mut v = serde_json::to_value(b).unwrap_or_default();
+            v["alive"] = json!(b.is_alive(now));
+            v
+        })
+        .collect();
+    let mut dead_letters = serde_json::Map::new();
+    for letter in jarvis_bus::dlq::list(&js, None).await.unwrap_or_default() {
+        let n = dead_letters
+            .entry(letter.consumer.clone())
+            .or_insert(json!(0));
+        *n = json!(n.as_u64().unwrap_or(0) + 1);
+    }
     let mut streams = Vec::new();
     for name in [EVENTS_STREAM, DLQ_STREAM] {
         let value = match js.get_stream(name).await {
@@ -517,6 +571,8 @@ pub async fn status(config: &Config, data_dir: &Path, json_out: bool) -> anyhow:
             "lag_events": lag,
         },
         "streams": streams,
+        "agents": agents,
+        "dead_letters": dead_letters,
     });
     if json_out {
         println!("{report}");
@@ -530,6 +586,27 @@ pub async fn status(config: &Config, data_dir: &Path, json_out: bool) -> anyhow:
         "relay    checkpoint position {}, lag {lag} events",
         checkpoint.position
     );
+    for b in &beats {
+        println!(
+            "agent    {} {} {} ({}), lag {}, dead letters {}",
+            b.agent,
+            b.instance,
+            if b.is_alive(now) { "alive" } else { "down" },
+            b.status,
+            b.num_pending(),
+            b.dlq_messages
+        );
+    }
+    if beats.is_empty() {
+        println!(
+            "agent    none answered the health ping (is `jarvis up` or `jarvis agent` running?)"
+        );
+    }
+    for (consumer, n) in &dead_letters {
+        println!(
+            "dlq      {consumer}: {n} dead letter(s) (`jarvis dlq list --consumer {consumer}`)"
+        );
+    }
     for s in &streams {
         if let Some(err) = s.get("error") {
             println!("stream   {}: {err}", s["name"]);

@@ -50,6 +50,64 @@ pub struct Config {
     /// `[sentiment]`: the sentiment agent.
     #[serde(default)]
     pub sentiment: crate::sentiment::SentimentConfig,
+    /// `[x]`: the X agent (off without a bearer token).
+    #[serde(default)]
+    pub x: jarvis_agents::x::XConfig,
+    /// `[telegram]`: the Telegram agent (off without a token).
+    #[serde(default)]
+    pub telegram: jarvis_agents::telegram::TelegramConfig,
+    /// `[gateway]`: the HTTP gateway.
+    #[serde(default)]
+    pub gateway: jarvis_gateway::GatewayConfig,
+    /// `[health]`: heartbeats.
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// `[health]`: the heartbeats every agent publishes on `jarvis.health.<agent>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// How often each agent publishes its heartbeat, in ms (100 to 60000). An instance is down after three
+    /// intervals without one.
+    #[serde(default = "default_health_interval_ms")]
+    pub interval_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_health_interval_ms(),
+        }
+    }
+}
+
+impl HealthConfig {
+    /// The heartbeat interval.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+
+    /// Checks `interval_ms` against the allowed range.
+    ///
+    /// # Errors
+    /// The key, its value and the range.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let (min, max) = (
+            jarvis_bus::health::MIN_INTERVAL.as_millis() as u64,
+            jarvis_bus::health::MAX_INTERVAL.as_millis() as u64,
+        );
+        anyhow::ensure!(
+            (min..=max).contains(&self.interval_ms),
+            "health.interval_ms = {}: must be {min} to {max} (ms)",
+            self.interval_ms
+        );
+        Ok(())
+    }
+}
+
+fn default_health_interval_ms() -> u64 {
+    jarvis_bus::health::DEFAULT_INTERVAL.as_millis() as u64
 }
 
 /// `[portfolio]`: what the paper portfolio opens with.
@@ -290,9 +348,13 @@ impl Config {
         self.memory.validate().map_err(|e| anyhow::anyhow!(e))?;
         self.llm.validate().map_err(|e| anyhow::anyhow!(e))?;
         self.venue.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.telegram.validate().map_err(|e| anyhow::anyhow!(e))?;
+        self.gateway.validate().map_err(|e| anyhow::anyhow!(e))?;
         self.market
             .settings(self.token_book()?)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.x.validate().map_err(|e| anyhow::anyhow!(e))?;
+        self.health.validate()?;
         Ok(())
     }
 
@@ -377,10 +439,95 @@ mod tests {
     }
 
     #[test]
+    fn the_heartbeat_interval_is_configured_and_checked() {
+        Jail::expect_with(|jail| {
+            jail.create_file("jarvis.toml", "[health]\ninterval_ms = 250\n")?;
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.health.interval(), Duration::from_millis(250));
+            jail.set_env("JARVIS_HEALTH__INTERVAL_MS", "1500");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.health.interval_ms, 1500);
+            jail.set_env("JARVIS_HEALTH__INTERVAL_MS", "50");
+            let err = format!("{:#}", Config::load(None).unwrap_err());
+            assert!(
+                err.contains("health.interval_ms = 50") && err.contains("100 to 60000"),
+                "{err}"
+            );
+            jail.set_env("JARVIS_HEALTH__INTERVAL_MS", "60001");
+            let err = format!("{:#}", Config::load(None).unwrap_err());
+            assert!(err.contains("health.interval_ms = 60001"), "{err}");
+            jail.clear_env();
+            jail.create_file("jarvis.toml", "[health]\ninterval = 5\n")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("interval"), "{err}");
+            jail.create_file("jarvis.toml", "")?;
+            assert_eq!(
+                Config::load(None)
+                    .map_err(|e| e.to_string())?
+                    .health
+                    .interval_ms,
+                5000
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn secrets_are_redacted_in_debug() {
         let mut c = Config::default();
         c.database.url = Some("postgres://u:hunter2@h/db".into());
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn telegram_from_file_and_env_never_shows_the_token() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "jarvis.toml",
+                "[telegram]\napi_url = \"http://127.0.0.1:1\"\nusers = [{ id = 7, role = \"operator\" }]\n",
+            )?;
+            jail.set_env("JARVIS_TELEGRAM__TOKEN", "123:hunter2");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert!(c.telegram.enabled());
+            assert_eq!(c.telegram.users[0].id, 7);
+            assert!(!format!("{c:?}").contains("hunter2"));
+            jail.create_file("jarvis.toml", "[telegram]\nuserz = []\n")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("userz"), "{err}");
+            jail.create_file("jarvis.toml", "[telegram]\npoll_timeout_secs = 99\n")?;
+            let err = format!("{:#}", Config::load(None).unwrap_err());
+            assert!(err.contains("telegram.poll_timeout_secs = 99"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn telegram_webhook_mode_from_file_and_env_never_shows_the_secret() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "jarvis.toml",
+                "[telegram]\nmode = \"webhook\"\nwebhook_url = \"https://bot.example.com/hook\"\n",
+            )?;
+            jail.set_env("JARVIS_TELEGRAM__TOKEN", "123:hunter2");
+            let err = format!("{:#}", Config::load(None).unwrap_err());
+            assert!(err.contains("telegram.webhook_secret is not set"), "{err}");
+            jail.set_env("JARVIS_TELEGRAM__WEBHOOK_SECRET", "Hook_s3cret");
+            jail.set_env("JARVIS_TELEGRAM__WEBHOOK_LISTEN", "0.0.0.0:9443");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.telegram.mode,
+                jarvis_agents::telegram::TelegramMode::Webhook
+            );
+            assert_eq!(c.telegram.webhook_listen, "0.0.0.0:9443");
+            assert_eq!(c.telegram.webhook_secret.as_deref(), Some("Hook_s3cret"));
+            assert!(!format!("{c:?}").contains("Hook_s3cret"));
+            jail.set_env("JARVIS_TELEGRAM__WEBHOOK_SECRET", "bad secret!");
+            let err = format!("{:#}", Config::load(None).unwrap_err());
+            assert!(err.contains("telegram.webhook_secret: must be"), "{err}");
+            assert!(!err.contains("bad secret!"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
@@ -403,6 +550,54 @@ mod tests {
             jail.create_file("jarvis.toml", "[memory]\nembedings = 1\n")?;
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("embedings"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn x_section_from_file_and_env_with_tokens_hidden() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "jarvis.toml",
+                "[x]\napi_url = \"http://127.0.0.1:1\"\ntrack = [\"$SOL\", \"$JUP\"]\nauto_post = true\ndry_run = true\n",
+            )?;
+            jail.set_env("JARVIS_X__BEARER_TOKEN", "AAAA-bearer-hunter2");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert!(c.x.enabled());
+            assert_eq!(c.x.track, ["$SOL", "$JUP"]);
+            assert!(!format!("{c:?}").contains("hunter2"));
+            jail.create_file("jarvis.toml", "[x]\nauto_post = true\n")?;
+            let err = format!("{:#}", Config::load(None).unwrap_err());
+            assert!(
+                err.contains("x.auto_post = true") && err.contains("x.user_token"),
+                "{err}"
+            );
+            jail.create_file("jarvis.toml", "[x]\nbearer = \"t\"\n")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("bearer"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn x_oauth1_keys_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file("jarvis.toml", "[x]\nauto_post = true\n")?;
+            jail.set_env("JARVIS_X__BEARER_TOKEN", "AAAA-bearer-hunter2");
+            jail.set_env("JARVIS_X__CONSUMER_KEY", "ck-public");
+            jail.set_env("JARVIS_X__CONSUMER_SECRET", "cs-hunter2");
+            jail.set_env("JARVIS_X__ACCESS_TOKEN", "at-hunter2");
+            let err = format!("{:#}", Config::load(None).unwrap_err());
+            assert!(err.contains("x.access_token_secret is not set"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+            jail.set_env("JARVIS_X__ACCESS_TOKEN_SECRET", "ats-hunter2");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert!(c.x.oauth1().unwrap().is_some());
+            assert!(!format!("{c:?}").contains("hunter2"));
+            jail.set_env("JARVIS_X__USER_TOKEN", "user-hunter2");
+            let err = format!("{:#}", Config::load(None).unwrap_err());
+            assert!(err.contains("x.user_token: set either OAuth 1.0a"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
             Ok(())
         });
     }

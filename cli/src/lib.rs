@@ -6,22 +6,36 @@
 //! - [`stack`]: where the store and the bus are, and `jarvis up`'s private nats-server and Postgres.
 //! - [`commands`]: `migrate`, `ingest`, `relay`, `up` (relay, trading pipeline, `jarvis-risk`), `events tail`,
 //!   `events trace`, `status`.
+//! - [`agents`]: which agents a process runs (`jarvis up`: all; `jarvis agent <name>...`: some).
+//! - [`dlq`]: `jarvis dlq list|replay|purge`, the dead-letter stream from the shell.
 //! - [`backtest`]: `jarvis backtest`, the pipeline replayed in memory, and sweeps of it.
 //! - [`bench`]: `jarvis bench store|relay|e2e|backtest`, our figures beside a raw baseline measured in the same run.
+//! - [`soak`]: `jarvis bench soak`, sustained load with memory sampled and losses counted.
 //! - [`memory`]: `jarvis memory recall|forget|rebuild`.
 //! - [`llm`]: `jarvis llm ask|usage`, and `jarvis-llm` in `jarvis up`.
 //! - [`venue`]: `up`'s Jupiter execution agent and price poller, and the `--live` checks.
+//! - [`telegram`]: `jarvis up`'s manual order desk (`jarvis-trading`) and Telegram agent.
 //! - [`sentiment`]: `sentiment train|eval`, the offline classifier from the shell.
+//! - [`x`]: `up`'s X agent (poller and `jarvis-x`), when `[x] bearer_token` is set.
+//! - [`gateway`]: `jarvis gateway` (HTTP API), its helpers, its place in `jarvis up`, `bench gateway`.
+//! - [`projections`]: `projections run|rebuild|status`, the projector in `jarvis up`, `bench projections`.
 
+pub mod agents;
 pub mod backtest;
 pub mod bench;
 pub mod commands;
 pub mod config;
+pub mod dlq;
+pub mod gateway;
 pub mod llm;
 pub mod memory;
+pub mod projections;
 pub mod sentiment;
+pub mod soak;
 pub mod stack;
+pub mod telegram;
 pub mod venue;
+pub mod x;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +79,18 @@ pub enum Command {
         #[arg(long)]
         live: bool,
     },
+    /// Run only these agents (no relay, no private servers): to scale one out or split a deployment.
+    Agent {
+        /// The agents.
+        #[arg(required = true, value_enum)]
+        agents: Vec<agents::Agent>,
+        /// With `execution`: trade live on Solana (as `jarvis up --live`).
+        #[arg(long)]
+        live: bool,
+    },
+    /// The dead-letter stream: list, replay after a fix, purge.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Read events: tail them from the bus, or trace one's causes in the store.
     #[command(subcommand)]
     Events(commands::EventsCommand),
@@ -88,6 +114,15 @@ pub enum Command {
     /// The offline sentiment classifier: train it, evaluate it beside a lexicon baseline.
     #[command(subcommand)]
     Sentiment(sentiment::SentimentCommand),
+    /// The HTTP gateway (REST, live events, commands, OpenAPI at /api/docs); or one of its helpers.
+    Gateway {
+        /// A helper; without one, serve.
+        #[command(subcommand)]
+        cmd: Option<gateway::GatewayCommand>,
+    },
+    /// Read models: run the projectors, rebuild and swap their tables, show checkpoints and lag.
+    #[command(subcommand)]
+    Projections(projections::ProjectionsCommand),
 }
 
 /// An error that maps to a specific exit code (2: bad input).
@@ -139,11 +174,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         code: 2,
         message: format!("{e:#}"),
     })?;
+    // Every heartbeat this process publishes beats at `health.interval_ms`.
+    jarvis_bus::health::set_process_interval(config.health.interval());
     match cli.command {
         Command::Migrate => commands::migrate(&config, &cli.data_dir).await,
         Command::Ingest(cmd) => commands::ingest(&config, &cli.data_dir, cmd).await,
         Command::Relay => commands::relay(&config, &cli.data_dir).await,
         Command::Up { live } => commands::up(&config, &cli.data_dir, live).await,
+        Command::Agent { agents, live } => {
+            commands::agent(&config, &cli.data_dir, &agents, live).await
+        }
+        Command::Dlq(cmd) => dlq::run(&config, &cli.data_dir, cmd).await,
         Command::Events(cmd) => commands::events(&config, &cli.data_dir, cmd).await,
         Command::Status { json } => commands::status(&config, &cli.data_dir, json).await,
         Command::Bench(cmd) => bench::run(&config, &cli.data_dir, cmd).await,
@@ -153,6 +194,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Memory(cmd) => memory::run(&config, &cli.data_dir, cmd).await,
         Command::Llm(cmd) => llm::run(&config, &cli.data_dir, cmd).await,
         Command::Sentiment(cmd) => sentiment::run(cmd),
+        Command::Gateway { cmd } => gateway::run(&config, &cli.data_dir, cmd).await,
+        Command::Projections(cmd) => projections::run(&config, &cli.data_dir, cmd).await,
     }
 }
 

@@ -184,17 +184,21 @@ fn print_usage(report: &Usage) {
     println!("{}", line("total", &report.total));
 }
 
-/// Starts `jarvis-llm` when `[llm]` has providers; `None` otherwise.
+/// The LLM router of `[llm]`, when it has providers and routes.
+pub fn router(config: &Config, store: &EventStore) -> Option<Arc<LlmRouter>> {
+    config
+        .llm
+        .enabled()
+        .then(|| Arc::new(LlmRouter::new(config.llm.clone(), store.clone())))
+}
+
+/// Starts `jarvis-llm` with `router` (from [`router`]); `None` when there is none.
 pub fn spawn_service(
-    config: &Config,
-    store: &EventStore,
+    router: Option<Arc<LlmRouter>>,
     client: &async_nats::Client,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    if !config.llm.enabled() {
-        return None;
-    }
-    let router = Arc::new(LlmRouter::new(config.llm.clone(), store.clone()));
+    let router = router?;
     let client = client.clone();
     Some(tokio::spawn(async move {
         if let Err(e) = jarvis_agents::llm::service::serve_commands(router, client, shutdown).await

@@ -48,7 +48,7 @@ pub fn execution(config: &Config, live_flag: bool) -> Result<Option<Execution>, 
 /// The tasks [`spawn`] started: the execution agent's and the poller's, each when configured.
 pub type Tasks = (Option<JoinHandle<()>>, Option<JoinHandle<()>>);
 
-/// Starts the Jupiter execution consumer (when there is one) and the price poller (when
+/// Starts the Jupiter execution consumer (when there is one) and the price poller (when `poll` and
 /// `[market] poll_prices`), each until its `until()` completes.
 ///
 /// # Errors
@@ -56,6 +56,7 @@ pub type Tasks = (Option<JoinHandle<()>>, Option<JoinHandle<()>>);
 pub fn spawn<F, Fut>(
     config: &Config,
     execution: Option<Execution>,
+    poll: bool,
     store: &EventStore,
     js: &async_nats::jetstream::Context,
     until: F,
@@ -71,8 +72,10 @@ where
         tokio::spawn(async move {
             // One order at a time, in approval order, with an ack wait longer than an order can take, so a
             // slow confirmation is never redelivered while it is still being handled.
-            let mut settings =
-                ConsumerSettings::new("execution-jupiter", "jarvis.evt.trade.TradeApproved.>");
+            let mut settings = ConsumerSettings::new(
+                crate::agents::EXECUTION_CONSUMER,
+                "jarvis.evt.trade.TradeApproved.>",
+            );
             settings.max_ack_pending = 1;
             settings.ack_wait = ack_wait;
             settings.max_deliver = 10;
@@ -81,7 +84,7 @@ where
             }
         })
     });
-    let poller = if config.market.poll_prices {
+    let poller = if poll && config.market.poll_prices {
         let settings = config
             .market
             .settings(config.token_book()?)

@@ -74,6 +74,12 @@ pub struct BacktestReport {
     /// Recorded sentiment scores replayed (from the store), each at its event time.
     #[serde(default)]
     pub sentiment_scores: u64,
+    /// LLM calls (`treasury.llm_review`) answered from recorded `LlmCallCompleted` events by prompt hash.
+    #[serde(default)]
+    pub llm_answers_replayed: u64,
+    /// LLM calls with no recorded answer that got the configured fallback answer instead.
+    #[serde(default)]
+    pub llm_fallbacks: u64,
     /// Events the run produced (candles included).
     pub events: u64,
     /// Starting cash.
@@ -253,6 +259,8 @@ mod tests {
             end: None,
             candles: 10,
             sentiment_scores: 0,
+            llm_answers_replayed: 0,
+            llm_fallbacks: 0,
             events: 30,
             initial_capital: Decimal::from(10_000),
             final_equity: Decimal::from(10_100),

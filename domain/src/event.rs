@@ -18,10 +18,12 @@ use crate::market::{MarketFeed, MarketFeedEvent, PriceFeed, PriceFeedEvent};
 use crate::memory::{UserMemory, UserMemoryEvent};
 use crate::sentiment::{SentimentEvent, TokenSentiment};
 use crate::social::{XFeed, XFeedEvent};
+use crate::telegram::{TelegramBot, TelegramEvent};
 use crate::trading::order::{Order, OrderEvent};
 use crate::trading::paper::{PaperEvent, PaperVenue};
 use crate::trading::portfolio::{Portfolio, PortfolioEvent};
 use crate::trading::risk::{RiskBook, RiskEvent};
+use crate::x_account::{XAccount, XAccountEvent};
 
 /// An aggregate that belongs to a bounded context, which names its events on the bus.
 pub trait JarvisAggregate: Aggregate {
@@ -62,7 +64,9 @@ event_types!(
     UserMemoryEvent,
     LlmEvent,
     XFeedEvent,
-    SentimentEvent
+    SentimentEvent,
+    XAccountEvent,
+    TelegramEvent
 );
 
 /// The bounded context of a stored aggregate type, if Jarvis knows it.
@@ -80,6 +84,8 @@ pub fn context_of(aggregate_type: &str) -> Option<&'static str> {
         LlmLedger::TYPE => Some(LlmLedger::CONTEXT),
         XFeed::TYPE => Some(XFeed::CONTEXT),
         TokenSentiment::TYPE => Some(TokenSentiment::CONTEXT),
+        XAccount::TYPE => Some(XAccount::CONTEXT),
+        TelegramBot::TYPE => Some(TelegramBot::CONTEXT),
         _ => None,
     }
 }
@@ -247,11 +253,15 @@ pub fn ce_type(context: &str, event_type: &str, version: &str) -> String {
     format!("jarvis.{context}.{event_type}.v{version}")
 }
 
-/// Makes text safe as one NATS subject token: `.`, `*`, `>` and white space become `_`.
+/// Makes text safe as one NATS subject token: `.`, `*`, `>`, `@` and white space become `_`.
+///
+/// `@` too: a clustered nats-server (2.9) forwards a JetStream message between servers with its subject
+/// appended to the reply after an `@`, and splits them at the first `@` of the subject; a subject holding one
+/// reached the client with a corrupt ack subject, and its acks were lost (found by `tests/cluster.rs`).
 pub fn subject_token(text: &str) -> String {
     text.chars()
         .map(|c| match c {
-            '.' | '*' | '>' => '_',
+            '.' | '*' | '>' | '@' => '_',
             c if c.is_whitespace() => '_',
             c => c,
         })
@@ -322,6 +332,10 @@ pub enum AnyEvent {
     Social(XFeedEvent),
     /// An event of a `TokenSentiment` (context `sentiment`).
     Sentiment(SentimentEvent),
+    /// An event of the `XAccount` (context `x`).
+    X(XAccountEvent),
+    /// An event of the `TelegramBot` (context `telegram`).
+    Telegram(TelegramEvent),
 }
 
 /// Decodes the body of `event_type` at `version` as an event of the enum `E`.
@@ -392,6 +406,10 @@ impl AnyEvent {
             TokenSentiment::CONTEXT => {
                 decode_as(ce_type, event_type, version, data).map(Self::Sentiment)
             }
+            XAccount::CONTEXT => decode_as(ce_type, event_type, version, data).map(Self::X),
+            TelegramBot::CONTEXT => {
+                decode_as(ce_type, event_type, version, data).map(Self::Telegram)
+            }
             _ => Err(DecodeError::UnknownType(ce_type.to_string())),
         }
     }
@@ -411,6 +429,8 @@ impl AnyEvent {
             Self::Llm(e) => e.event_type(),
             Self::Social(e) => e.event_type(),
             Self::Sentiment(e) => e.event_type(),
+            Self::X(e) => e.event_type(),
+            Self::Telegram(e) => e.event_type(),
         }
     }
 }
@@ -490,6 +510,7 @@ mod tests {
             ("LlmLedger", "llm"),
             ("XFeed", "social"),
             ("TokenSentiment", "sentiment"),
+            ("XAccount", "x"),
         ] {
             assert_eq!(context_of(aggregate), Some(context));
         }
@@ -511,7 +532,7 @@ mod tests {
             unwrap_payload("CandleClosed", wrapped),
             serde_json::json!({"a": 1})
         );
-        assert_eq!(subject_token("BTC/USDT@2021-12-06"), "BTC/USDT@2021-12-06");
+        assert_eq!(subject_token("BTC/USDT@2021-12-06"), "BTC/USDT_2021-12-06");
         assert_eq!(subject_token("a.b c>*"), "a_b_c__");
     }
 }

@@ -9,6 +9,9 @@
 //! - [`llm`]: the `LlmLedger` aggregate (one per UTC day): LLM calls, their cost and the budgets.
 //! - [`social`]: the `XFeed` aggregate (tweets of one UTC day) and its `TweetReceived` event.
 //! - [`sentiment`]: the `TokenSentiment` aggregate (scores of one token on one day) and `SentimentScored`.
+//! - [`x_account`]: the `XAccount` aggregate (context `x`): poll cursors (`XCursorAdvanced`), drafts,
+//!   approvals and posts (`TweetDrafted` ... `TweetPosted`).
+//! - [`telegram`]: the `TelegramBot` aggregate: the Bot API offset and refused attempts.
 //! - [`event`]: what every stored event carries ([`EventMetadata`], [`RecordedEvent`]), the CloudEvents type
 //!   naming (`jarvis.<context>.<EventType>.v<N>`), and [`AnyEvent`], the registry that decodes any event on the bus.
 //! - [`schema`]: JSON Schemas of every event type, written to `schemas/` and checked for drift by a test.
@@ -22,8 +25,10 @@ pub mod memory;
 pub mod schema;
 pub mod sentiment;
 pub mod social;
+pub mod telegram;
 pub mod trading;
 pub mod values;
+pub mod x_account;
 
 pub use event::{AnyEvent, DecodeError, EventMetadata, EventRef, JarvisAggregate, RecordedEvent};
 pub use values::{Candle, DomainError, Symbol};

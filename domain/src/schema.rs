@@ -15,10 +15,12 @@ use crate::market::{MarketFeed, MarketFeedEvent, PriceFeed, PriceFeedEvent};
 use crate::memory::{UserMemory, UserMemoryEvent};
 use crate::sentiment::{SentimentEvent, TokenSentiment};
 use crate::social::{XFeed, XFeedEvent};
+use crate::telegram::{TelegramBot, TelegramEvent};
 use crate::trading::order::{Order, OrderEvent};
 use crate::trading::paper::{PaperEvent, PaperVenue};
 use crate::trading::portfolio::{Portfolio, PortfolioEvent};
 use crate::trading::risk::{RiskBook, RiskEvent};
+use crate::x_account::{XAccount, XAccountEvent};
 
 /// `(file name, schema)` of every event type of every aggregate.
 pub fn all() -> Vec<(String, Value)> {
@@ -35,6 +37,8 @@ pub fn all() -> Vec<(String, Value)> {
     out.extend(of::<LlmEvent>(LlmLedger::CONTEXT));
     out.extend(of::<XFeedEvent>(XFeed::CONTEXT));
     out.extend(of::<SentimentEvent>(TokenSentiment::CONTEXT));
+    out.extend(of::<XAccountEvent>(XAccount::CONTEXT));
+    out.extend(of::<TelegramEvent>(TelegramBot::CONTEXT));
     out
 }
 
@@ -98,7 +102,7 @@ mod tests {
         let names: Vec<String> = super::all().into_iter().map(|(n, _)| n).collect();
         assert_eq!(
             names.len(),
-            1 + 6 + 4 + 5 + 4 + 1 + 2 + 2 + 6 + 1 + 2 + 1 + 1,
+            1 + 6 + 4 + 5 + 4 + 1 + 2 + 2 + 6 + 1 + 2 + 1 + 1 + 8 + 2,
             "{names:?}"
         );
         for entry in std::fs::read_dir(&dir).unwrap() {

@@ -28,7 +28,7 @@ use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use reader::{Checkpoint, EventTail};
+pub use reader::{Browse, Checkpoint, EventTail};
 pub use repository::{execute_with_retry, Cqrs, Executed, JarvisEventRepository};
 
 /// A failure of the store itself (not a business rejection).

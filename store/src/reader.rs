@@ -12,6 +12,23 @@ use uuid::Uuid;
 
 use crate::{EventStore, StoreError};
 
+/// What [`EventStore::browse`] looks for.
+#[derive(Debug, Clone, Default)]
+pub struct Browse {
+    /// Only positions below this.
+    pub before: Option<i64>,
+    /// Only this story.
+    pub correlation_id: Option<Uuid>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// Recorded at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Recorded before.
+    pub to: Option<DateTime<Utc>>,
+    /// At most this many.
+    pub limit: i64,
+}
+
 /// A place in the global order: the last `(txid, position)` a reader has handled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Checkpoint {
@@ -191,6 +208,33 @@ impl EventStore {
         }
         chain.reverse();
         Ok(chain)
+    }
+
+    /// Up to `limit` events newest first (by position), before position `before`, optionally of one story
+    /// (`correlation_id`), one event type, and recorded in `[from, to)`. For browsing, not for processing:
+    /// any visibility.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] or [`StoreError::Corrupt`].
+    pub async fn browse(&self, filter: &Browse) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(select_events!(
+            "WHERE ($1::bigint IS NULL OR position < $1)
+               AND ($2::text IS NULL OR metadata ->> 'correlation_id' = $2)
+               AND ($3::text IS NULL OR event_type = $3)
+               AND ($4::timestamptz IS NULL OR recorded_at >= $4)
+               AND ($5::timestamptz IS NULL OR recorded_at < $5)
+             ORDER BY position DESC
+             LIMIT $6"
+        ))
+        .bind(filter.before)
+        .bind(filter.correlation_id.map(|c| c.to_string()))
+        .bind(filter.event_type.as_deref())
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_row).collect()
     }
 
     /// The named checkpoint, or the start of the store.

@@ -14,6 +14,8 @@ use jarvis_domain::market::{MarketFeed, MarketFeedCommand, MarketFeedId};
 use jarvis_domain::{Candle, EventMetadata, Symbol};
 use jarvis_store::{execute_with_retry, EventStore};
 use jarvis_testkit::{eventually, NatsServer, TestDb};
+
+pub mod books;
 use rust_decimal::Decimal;
 
 /// A private nats-server, a fresh database, and clients of both, migrated and provisioned.
@@ -93,23 +95,50 @@ pub struct StreamMessage {
 }
 
 /// Every message of a stream, in stream order.
+///
+/// Retried as a whole for up to a minute: in a cluster that has just lost its stream leader, creating the
+/// ordered consumer can time out while the new leader settles.
 pub async fn read_stream(js: &Context, stream: &str) -> Vec<StreamMessage> {
-    let stream = js.get_stream(stream).await.unwrap();
+    let mut last_error = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        match try_read_stream(js, stream).await {
+            Ok(messages) => return messages,
+            Err(e) => last_error = e,
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("reading stream {stream} kept failing for 60 s: {last_error}");
+}
+
+async fn try_read_stream(js: &Context, stream: &str) -> Result<Vec<StreamMessage>, String> {
+    let stream = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| format!("stream info: {e}"))?;
     let mut consumer = stream
         .create_consumer(OrderedConfig::default())
         .await
-        .unwrap();
-    if consumer.info().await.unwrap().num_pending == 0 {
-        return vec![];
-    }
-    let mut messages = consumer.messages().await.unwrap();
-    let mut out = Vec::new();
-    while let Some(m) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .map_err(|e| format!("ordered consumer: {e}"))?;
+    let info = consumer
+        .info()
         .await
-        .expect("stream read stalled")
-    {
-        let m = m.unwrap();
-        let pending = m.info().unwrap().pending;
+        .map_err(|e| format!("consumer info: {e}"))?;
+    if info.num_pending == 0 {
+        return Ok(vec![]);
+    }
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("consumer messages: {e}"))?;
+    let mut out = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .map_err(|_| format!("stream read stalled after {} messages", out.len()))?;
+        let Some(m) = next else { break };
+        let m = m.map_err(|e| format!("message {}: {e}", out.len()))?;
+        let pending = m.info().map_err(|e| format!("message info: {e}"))?.pending;
         out.push(StreamMessage {
             subject: m.subject.to_string(),
             headers: m.headers.clone().unwrap_or_default(),
@@ -119,7 +148,7 @@ pub async fn read_stream(js: &Context, stream: &str) -> Vec<StreamMessage> {
             break;
         }
     }
-    out
+    Ok(out)
 }
 
 /// The distinct `Nats-Msg-Id`s of some messages.

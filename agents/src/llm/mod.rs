@@ -12,10 +12,12 @@
 //! - [`redact`]: secret redaction for everything that is recorded or logged.
 //! - [`router`]: [`LlmRouter::ask`], the whole call.
 //! - [`usage`]: totals per day, provider and task; [`usage::recorded_answer`] by prompt hash for replay.
+//! - [`oracle`]: [`Oracle`], the live router or, in a backtest, the answers recorded by prompt hash.
 //! - [`service`]: the micro service `jarvis-llm` (`jarvis.cmd.llm.ask`, `jarvis.cmd.llm.usage`).
 
 pub mod config;
 pub mod guard;
+pub mod oracle;
 pub mod provider;
 pub mod redact;
 pub mod resilience;
@@ -24,4 +26,5 @@ pub mod service;
 pub mod usage;
 
 pub use config::LlmConfig;
+pub use oracle::{Fallback, Oracle, RecordedOracle};
 pub use router::{Answer, AskError, AskRequest, LlmRouter};

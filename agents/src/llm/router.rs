@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
-use jarvis_domain::llm::{ledger_id, Budget, Downgrade, LlmCommand, LlmLedger, LlmLedgerError};
+use jarvis_domain::llm::{
+    ledger_id, Budget, Downgrade, LlmCommand, LlmEvent, LlmLedger, LlmLedgerError,
+};
 use jarvis_domain::EventMetadata;
 use jarvis_store::{execute_with_retry, Cqrs, EventStore};
 use rust_decimal::Decimal;
@@ -110,6 +112,9 @@ pub enum AskError {
     /// The event store failed; the caller may retry.
     #[error("event store: {0}")]
     Store(String),
+    /// Replaying: no answer was recorded for this prompt hash, and no fallback is configured.
+    #[error("no recorded LLM answer for prompt hash {0} (replays never call a live provider; configure a fallback to go on without one)")]
+    NotRecorded(String),
 }
 
 fn store_error(e: AggregateError<LlmLedgerError>) -> AskError {
@@ -120,6 +125,21 @@ fn store_error(e: AggregateError<LlmLedgerError>) -> AskError {
 pub fn prompt_hash(messages: &[Message]) -> String {
     let canonical = serde_json::to_string(messages).unwrap_or_default();
     format!("{:x}", Sha256::digest(canonical.as_bytes()))
+}
+
+/// The conversation a request becomes: the system message, if any, then the prompt with the untrusted user
+/// text quoted after it. Its [`prompt_hash`] is what recorded answers are replayed by.
+pub fn conversation(request: &AskRequest) -> Vec<Message> {
+    let mut user = request.prompt.clone();
+    if let Some(text) = &request.user_text {
+        user = format!("{user}\n\n{}", quote_user_text(text));
+    }
+    let mut messages = Vec::new();
+    if let Some(system) = &request.system {
+        messages.push(Message::new("system", system.clone()));
+    }
+    messages.push(Message::new("user", user));
+    messages
 }
 
 /// Token count estimated from text length (about four bytes a token), for providers that send no usage.
@@ -289,7 +309,6 @@ impl LlmRouter {
             source: "llm".into(),
         };
         let allowlist = self.config.tools_of(&request.task).to_vec();
-        let mut user = request.prompt.clone();
         if let Some(text) = &request.user_text {
             let hits = screen(text);
             let can_act = !allowlist.is_empty();
@@ -325,13 +344,8 @@ impl LlmRouter {
                     )));
                 }
             }
-            user = format!("{user}\n\n{}", quote_user_text(text));
         }
-        let mut messages = Vec::new();
-        if let Some(system) = &request.system {
-            messages.push(Message::new("system", system.clone()));
-        }
-        messages.push(Message::new("user", user));
+        let messages = conversation(&request);
         let hash = prompt_hash(&messages);
         let input_bytes: usize = messages.iter().map(|m| m.content.len() + 16).sum();
         let downgrade_route = self.config.downgrade_route(&request.task);
@@ -595,6 +609,65 @@ impl LlmRouter {
             tool_calls,
             prompt_hash,
         })
+    }
+
+    /// The answer recorded for the conversation `prompt_hash` in the story `correlation_id` (the first, if
+    /// several), as [`Oracle::ask_once`](super::Oracle::ask_once) returns it instead of asking again.
+    ///
+    /// # Errors
+    /// [`AskError::Store`]: the store cannot be read, or the recorded event does not decode.
+    pub async fn answered(
+        &self,
+        correlation_id: Uuid,
+        prompt_hash: &str,
+    ) -> Result<Option<Answer>, AskError> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT payload::text FROM events
+              WHERE event_type = 'LlmCallCompleted'
+                AND payload -> 'LlmCallCompleted' ->> 'prompt_hash' = $1
+                AND metadata ->> 'correlation_id' = $2
+              ORDER BY position LIMIT 1",
+        )
+        .bind(prompt_hash)
+        .bind(correlation_id.to_string())
+        .fetch_optional(self.store.pool())
+        .await
+        .map_err(|e| AskError::Store(e.to_string()))?;
+        let Some((payload,)) = row else {
+            return Ok(None);
+        };
+        match serde_json::from_str::<LlmEvent>(&payload) {
+            Ok(LlmEvent::LlmCallCompleted {
+                call_id,
+                prompt_hash,
+                provider,
+                model,
+                tokens_in,
+                tokens_out,
+                estimated,
+                cost,
+                latency_ms,
+                response,
+                ..
+            }) => Ok(Some(Answer {
+                call_id,
+                answer: response,
+                provider,
+                model,
+                tokens_in,
+                tokens_out,
+                estimated,
+                cost,
+                latency_ms,
+                downgraded: false,
+                tool_calls: Vec::new(),
+                prompt_hash,
+            })),
+            Ok(_) => Ok(None),
+            Err(e) => Err(AskError::Store(format!(
+                "a recorded LlmCallCompleted does not decode: {e}"
+            ))),
+        }
     }
 
     /// The ledger of the UTC day of `at`.

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use jarvis_bus::service::{parse, serve, ServiceError};
+use jarvis_bus::service::{parse, serve_with_health, Health, ServiceError};
 use jarvis_bus::BusError;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -32,7 +32,7 @@ pub fn service_error(e: AskError) -> ServiceError {
             code: 503,
             message: e.to_string(),
         },
-        AskError::Store(_) => ServiceError::internal(e.to_string()),
+        AskError::Store(_) | AskError::NotRecorded(_) => ServiceError::internal(e.to_string()),
     }
 }
 
@@ -63,7 +63,7 @@ pub async fn serve_commands(
     client: async_nats::Client,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BusError> {
-    serve(
+    serve_with_health(
         &client,
         "llm",
         "Jarvis LLM router: ask (routed, budgeted, recorded), usage",
@@ -72,6 +72,7 @@ pub async fn serve_commands(
             let router = router.clone();
             async move { handle(&router, &verb, &body).await }
         },
+        Health::new("llm", &[]),
         shutdown,
     )
     .await

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
-use jarvis_bus::service::{parse, serve, ServiceError};
+use jarvis_bus::service::{parse, serve_with_health, Health, ServiceError};
 use jarvis_bus::BusError;
 use jarvis_domain::memory::{user_memory_id, MemoryError, UserMemory, UserMemoryCommand};
 use jarvis_domain::EventMetadata;
@@ -342,7 +342,7 @@ pub async fn serve_commands(
     embedder: Option<Arc<dyn Embedder>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BusError> {
-    serve(
+    serve_with_health(
         &client,
         "memory",
         "Jarvis memory: recall a user's memories (full-text and embeddings), forget them",
@@ -352,6 +352,13 @@ pub async fn serve_commands(
             let embedder = embedder.clone();
             async move { handle(&store, embedder.as_deref(), &verb, &body).await }
         },
+        Health::new(
+            "memory",
+            &super::agent::SOURCES
+                .iter()
+                .map(|(d, _)| *d)
+                .collect::<Vec<_>>(),
+        ),
         shutdown,
     )
     .await

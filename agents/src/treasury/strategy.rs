@@ -149,6 +149,9 @@ pub struct StrategyConfig {
     pub quantity_dp: u32,
     /// Cash kept back for fees when buying, in basis points of the notional, in [0, 10000). Default 50.
     pub fee_buffer_bps: Decimal,
+    /// Whether an LLM reviews every proposal before risk sees it (task `trading`): it may veto with a reason.
+    /// Needs `[llm]` providers live; a backtest answers from the recorded calls. Default false.
+    pub llm_review: bool,
 }
 
 impl Default for StrategyConfig {
@@ -164,6 +167,7 @@ impl Default for StrategyConfig {
             sentiment_weight: Decimal::new(3, 1),
             quantity_dp: 6,
             fee_buffer_bps: Decimal::new(50, 0),
+            llm_review: false,
         }
     }
 }

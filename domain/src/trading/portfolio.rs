@@ -444,7 +444,12 @@ impl Portfolio {
             })?,
             PortfolioCommand::Mark { prices } => self.decide_mark(prices)?,
         };
-        if !events.is_empty() {
+        // A mark applies only numbers `decide_mark` has already computed (and checked); a fill or an opening
+        // does arithmetic of its own.
+        let arithmetic = events
+            .iter()
+            .any(|e| !matches!(e, PortfolioEvent::PortfolioMarked { .. }));
+        if arithmetic {
             // Rehearse: refuse now any overflow that `apply` would otherwise meet.
             let mut next = self.clone();
             for event in &events {

@@ -175,6 +175,8 @@ pub enum RiskRule {
     UnknownSymbol,
     /// The proposal could not be assessed at all (malformed numbers); the detail says why.
     Unassessable,
+    /// The LLM reviewing proposals (`treasury.llm_review`) vetoed it, or could not be asked; the detail says why.
+    LlmReview,
 }
 
 /// One broken rule, with its numbers.

@@ -7,12 +7,16 @@
 //! - [`embeddings`]: an OpenAI-compatible `POST /v1/embeddings` with deterministic vectors.
 //! - [`jupiter`]: Jupiter's Swap API v1 (quote, swap) and Price API v3.
 //! - [`solana_rpc`]: a Solana JSON-RPC node (send, statuses, block height, transactions).
+//! - [`x`]: the X API v2 (mentions, recent search, post, users/me) with rate-limit headers and scripted failures.
+//! - [`telegram`]: the Telegram Bot API (updates in, messages out), driven by teloxide.
 
 pub mod embeddings;
 pub mod jupiter;
 pub mod ollama;
 pub mod openai;
 pub mod solana_rpc;
+pub mod telegram;
+pub mod x;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
