@@ -131,7 +131,11 @@ async fn stream_info(client: &async_nats::Client) -> Option<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_three_nodes_mid_replay_loses_and_duplicates_nothing_and_it_catches_up() {
     let mut cluster = Cluster::start().await;
-    let info = stream_info(&cluster.client).await.unwrap();
+    // The stream's raft group may still be electing its first leader right after it was created.
+    let info = eventually(Duration::from_secs(60), "stream info", || {
+        stream_info(&cluster.client)
+    })
+    .await;
     assert_eq!(info["config"]["num_replicas"], 3);
     let tight = [
         ("JARVIS_TREASURY__DRIFT_BAND", "0.001"),
@@ -145,10 +149,11 @@ async fn killing_one_of_three_nodes_mid_replay_loses_and_duplicates_nothing_and_
     })
     .await;
     // The stream's leader is the node most likely to hurt: kill that one.
-    let leader = stream_info(&cluster.client).await.unwrap()["cluster"]["leader"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let leader = eventually(Duration::from_secs(60), "the stream's leader", || async {
+        let info = stream_info(&cluster.client).await?;
+        info["cluster"]["leader"].as_str().map(str::to_string)
+    })
+    .await;
     let victim = cluster.specs.iter().position(|s| s.name == leader).unwrap();
     cluster.kill(victim);
     wait_idle(&cluster, 300).await;

@@ -68,14 +68,19 @@ async fn events_reach_rest_and_sse_and_commands_reach_the_bus() {
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
 
-    let ready: Value = http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // Its checks have 2 s timeouts of their own: asked again rather than failing on one slow moment.
+    let ready: Value = eventually(WAIT, "/readyz ready", || async {
+        let ready: Value = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (ready["status"] == "ready").then_some(ready)
+    })
+    .await;
     assert_eq!(ready["status"], "ready", "{ready}");
     let tokens: Value = http
         .post(format!("{base}/api/v1/auth/login"))

@@ -39,7 +39,7 @@ use rust_decimal::Decimal;
 
 use crate::ledger::{Ledger, LedgerAggregate};
 use crate::llm::{AskError, AskRequest, Oracle};
-use crate::treasury::{SentimentReading, Strategy, StrategyConfig, StrategyInput};
+use crate::treasury::{Proposal, SentimentReading, Strategy, StrategyConfig, StrategyInput};
 use jarvis_domain::sentiment::{token_day_id, SentimentEvent, TokenSentiment};
 
 /// The one portfolio.
@@ -210,18 +210,37 @@ impl<L: Ledger> TradingPipeline<L> {
     /// # Errors
     /// [`HandlerError`]: transient for store failures, permanent for a refusal by an aggregate.
     pub async fn on_candle(&self, env: &EventRef, candle: Candle) -> Result<(), HandlerError> {
+        self.candle(env, candle, false).await
+    }
+
+    /// [`TradingPipeline::on_candle`] for a candle that may have been handled before (`redelivered`: the
+    /// bus delivered it again). Its recorded decision then stands: see [`TradingPipeline::decide`].
+    ///
+    /// # Errors
+    /// As [`TradingPipeline::on_candle`].
+    pub async fn candle(
+        &self,
+        env: &EventRef,
+        candle: Candle,
+        redelivered: bool,
+    ) -> Result<(), HandlerError> {
         let quote = candle.symbol.as_str().split('/').nth(1).unwrap_or_default();
         if quote != self.settings.quote_asset {
             tracing::debug!(symbol = %candle.symbol, quote, "not traded: another quote asset");
             return Ok(());
         }
         let gate = self.ledger.close_gate().await?;
-        let done = self.steps(env, &candle).await;
+        let done = self.steps(env, &candle, redelivered).await;
         self.ledger.open_gate(gate).await;
         done
     }
 
-    async fn steps(&self, env: &EventRef, candle: &Candle) -> Result<(), HandlerError> {
+    async fn steps(
+        &self,
+        env: &EventRef,
+        candle: &Candle,
+        redelivered: bool,
+    ) -> Result<(), HandlerError> {
         let at = candle.close_time;
         self.set_up(env, at).await?;
         self.fill(env, candle).await?;
@@ -234,7 +253,7 @@ impl<L: Ledger> TradingPipeline<L> {
         };
         self.run::<Portfolio>(PORTFOLIO, mark, &env.caused("settlement"), true)
             .await?;
-        self.decide(env, candle).await
+        self.decide(env, candle, redelivered).await
     }
 
     /// Steps 1 and 2: the venue's fills at this candle, recorded on their orders and in the portfolio.
@@ -483,8 +502,52 @@ impl<L: Ledger> TradingPipeline<L> {
         })
     }
 
+    /// The proposals recorded for this candle, if it was decided before (one order id per candle and
+    /// symbol), with the time they were proposed at. Rejected orders need nothing more and are left out.
+    async fn recorded_decision(
+        &self,
+        env: &EventRef,
+        symbols: &BTreeSet<Symbol>,
+    ) -> Result<Option<(chrono::DateTime<chrono::Utc>, Vec<Proposal>)>, HandlerError> {
+        let mut at = None;
+        let mut proposals = Vec::new();
+        for symbol in symbols {
+            let id = OrderId::derived(&format!("{}/{}", env.event_id, symbol)).to_string();
+            let recorded = self
+                .ledger
+                .read::<Order, _, _>(&id, false, |o| {
+                    o.proposal().cloned().map(|p| (p, o.status()))
+                })
+                .await?;
+            let Some((p, status)) = recorded else {
+                continue;
+            };
+            at = Some(p.proposed_at);
+            if status != OrderStatus::Rejected {
+                proposals.push(Proposal {
+                    symbol: p.symbol,
+                    side: p.side,
+                    quantity: p.quantity,
+                    reference: p.reference,
+                    rationale: p.rationale,
+                });
+            }
+        }
+        Ok(at.map(|at| (at, proposals)))
+    }
+
     /// Steps 3 to 5: proposals, their risk verdicts, and the submission of approved orders.
-    async fn decide(&self, env: &EventRef, candle: &Candle) -> Result<(), HandlerError> {
+    ///
+    /// A `redelivered` candle may have been decided before, its acknowledgement lost (NATS or this process
+    /// restarted), and it can come back after later candles moved the portfolio on: deciding again would
+    /// propose something else under the same order ids. Its recorded proposals stand instead, and whatever
+    /// steps they had not finished are finished, at the time they were proposed; the LLM is not asked again.
+    async fn decide(
+        &self,
+        env: &EventRef,
+        candle: &Candle,
+        redelivered: bool,
+    ) -> Result<(), HandlerError> {
         // What open orders at the venue have spoken for: risk counts their cash and exposure.
         let pending: Vec<PendingOrder> = self
             .ledger
@@ -530,7 +593,16 @@ impl<L: Ledger> TradingPipeline<L> {
             symbols: &symbols,
             sentiment: sentiment.as_ref(),
         };
-        for proposal in self.strategy.decide(&input) {
+        let recorded = match redelivered {
+            true => self.recorded_decision(env, &symbols).await?,
+            false => None,
+        };
+        let replaying = recorded.is_some();
+        let (now, proposals) = match recorded {
+            Some((at, proposals)) => (at, proposals),
+            None => (now, self.strategy.decide(&input)),
+        };
+        for proposal in proposals {
             // Look-ahead: a decision may rely only on what was known when the candle closed.
             if proposal.reference.at > candle.close_time {
                 return Err(HandlerError::Permanent(format!(
@@ -544,7 +616,7 @@ impl<L: Ledger> TradingPipeline<L> {
             let order_id = OrderId::derived(&format!("{}/{}", env.event_id, proposal.symbol));
             let id = order_id.to_string();
             let mut rationale = proposal.rationale;
-            let veto = match self.settings.strategy.llm_review {
+            let veto = match self.settings.strategy.llm_review && !replaying {
                 true => {
                     self.review(
                         env,
@@ -776,7 +848,8 @@ impl<L: Ledger> Handler for TradingPipeline<L> {
     async fn handle(&self, envelope: &Envelope, event: AnyEvent) -> Result<(), HandlerError> {
         match event {
             AnyEvent::Market(MarketFeedEvent::CandleClosed(candle)) => {
-                self.on_candle(&envelope.event_ref(), candle).await
+                self.candle(&envelope.event_ref(), candle, envelope.delivered > 1)
+                    .await
             }
             _ => Ok(()),
         }

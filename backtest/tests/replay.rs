@@ -274,3 +274,89 @@ fn recorded_sentiment_reaches_the_strategy_and_is_evidence_of_its_proposals() {
         assert_eq!(with_sentiment[0].inputs["sentiment_score"], "0.9");
     });
 }
+
+/// A candle delivered again after later candles moved the portfolio on (its acknowledgement was lost when
+/// NATS restarted) keeps its recorded decision: nothing new is recorded and nothing is refused. (Deciding
+/// it again could propose something else under the same order id, which the order refuses: that sent 48
+/// candles to the dead-letter stream in `tests/faults.rs`'s NATS restart before the redelivery flag.)
+#[test]
+fn a_candle_redelivered_after_later_ones_keeps_its_recorded_decision() {
+    use jarvis_agents::ledger::Ledger;
+    use jarvis_agents::trading::TradingPipeline;
+    use jarvis_domain::market::{MarketFeedCommand, MarketFeedEvent, MarketFeedId};
+    use jarvis_domain::trading::OrderEvent;
+    use jarvis_domain::EventMetadata;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let data = sol();
+    let candles = &data.candles[..80];
+    let ledger = MemoryLedger::new(9);
+    let recorded = Arc::new(AtomicUsize::new(0));
+    let proposals = Arc::new(AtomicUsize::new(0));
+    let (r, p) = (Arc::clone(&recorded), Arc::clone(&proposals));
+    ledger.observe(Box::new(move |_, _, _, event| {
+        r.fetch_add(1, Ordering::SeqCst);
+        if let Some(OrderEvent::TradeProposed(_)) = event.downcast_ref::<OrderEvent>() {
+            p.fetch_add(1, Ordering::SeqCst);
+        }
+    }));
+    let root = ledger.next_ref(None);
+    let metadata = EventMetadata {
+        correlation_id: root.event_id,
+        causation_id: root.event_id,
+        source: "test".into(),
+    };
+    let mut settings = backtest().settings;
+    settings.strategy.drift_band = Decimal::new(1, 3);
+    let pipeline = TradingPipeline::new(&ledger, settings);
+    futures::executor::block_on(async {
+        // Each candle, and whether deciding it proposed anything.
+        let mut handled = Vec::new();
+        for candle in candles {
+            let feed = MarketFeedId::of(candle).to_string();
+            let record = MarketFeedCommand::RecordCandle {
+                feed: feed.clone(),
+                candle: candle.clone(),
+            };
+            ledger
+                .execute::<MarketFeed>(&feed, record, &metadata, false)
+                .await
+                .unwrap();
+            let (closed, _) = ledger
+                .find_event::<MarketFeed, _>(&feed, |e| {
+                    let MarketFeedEvent::CandleClosed(c) = e;
+                    c.open_time == candle.open_time
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            let before = proposals.load(Ordering::SeqCst);
+            pipeline.on_candle(&closed, candle.clone()).await.unwrap();
+            handled.push((
+                closed,
+                candle.clone(),
+                proposals.load(Ordering::SeqCst) > before,
+            ));
+        }
+        // The latest of them (the market days kept in memory hold their history), then 3 more candles.
+        let deciding: Vec<_> = handled[..handled.len() - 3]
+            .iter()
+            .rev()
+            .filter(|h| h.2)
+            .take(8)
+            .collect();
+        assert!(deciding.len() >= 3, "the strategy proposed too rarely");
+        let events = recorded.load(Ordering::SeqCst);
+        for (closed, candle, _) in &deciding {
+            pipeline
+                .candle(closed, candle.clone(), true)
+                .await
+                .unwrap_or_else(|e| panic!("redelivered {}: {e}", candle.close_time));
+        }
+        assert_eq!(
+            recorded.load(Ordering::SeqCst),
+            events,
+            "a redelivered candle recorded something"
+        );
+    });
+}

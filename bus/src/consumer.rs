@@ -178,7 +178,11 @@ async fn process<H: Handler>(
         message.subject.as_str(),
         message.headers.as_ref(),
         message.payload.clone(),
-    ) {
+    )
+    .map(|envelope| Envelope {
+        delivered,
+        ..envelope
+    }) {
         Err(e) => Err(HandlerError::Permanent(format!("bad envelope: {e}"))),
         Ok(envelope) => match AnyEvent::decode(&envelope.ce_type, &envelope.data) {
             Err(e) => Err(HandlerError::Permanent(e.to_string())),

@@ -113,6 +113,9 @@ pub struct Envelope {
     pub sequence: i64,
     /// The JSON body.
     pub data: Bytes,
+    /// How many times JetStream has delivered this message, this delivery included (1 when it was not
+    /// read from a consumer). Above 1, a handler may have seen it before: its effects may be recorded.
+    pub delivered: i64,
 }
 
 fn get<'a>(h: &'a HeaderMap, name: &'static str) -> Result<&'a str, EnvelopeError> {
@@ -165,6 +168,7 @@ impl Envelope {
             position: parse(h, headers::POSITION)?,
             sequence: parse(h, headers::SEQUENCE)?,
             data,
+            delivered: 1,
         })
     }
 

@@ -156,5 +156,6 @@ pub async fn bench(
         "baseline_events_per_sec": baseline.round(),
         "ratio": (rebuilt.events_per_sec / baseline * 1000.0).round() / 1000.0,
         "target_events_per_sec": 100_000,
+        "phases_seconds": rebuilt.phases,
     }))
 }

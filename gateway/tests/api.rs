@@ -222,11 +222,12 @@ fn routes() -> Vec<(Method, &'static str, Role, Option<Value>)> {
 /// A stand-in for `jarvis-risk`, `jarvis-trading` and `jarvis-x` on a real nats-server: answers every verb with what
 /// it was sent.
 async fn services(client: async_nats::Client) {
-    for (agent, verbs) in [
+    let stand_ins = [
         ("risk", &["halt", "resume"][..]),
         ("trading", &["propose", "confirm"][..]),
         ("x", &["drafts", "approve", "reject"][..]),
-    ] {
+    ];
+    for (agent, verbs) in stand_ins {
         let client = client.clone();
         tokio::spawn(async move {
             let _ = jarvis_bus::service::serve(
@@ -243,6 +244,17 @@ async fn services(client: async_nats::Client) {
             .await;
         });
     }
+    // They register asynchronously, each on its own: wait until every one answers, so that no caller meets
+    // a 503 from a stand-in not yet up (waiting on one of them says nothing of the others).
+    for (agent, verbs) in stand_ins {
+        let subject = format!("jarvis.cmd.{agent}.{}", verbs[0]);
+        jarvis_testkit::eventually(
+            std::time::Duration::from_secs(60),
+            &format!("stand-in {agent} up"),
+            || async { client.request(subject.clone(), "{}".into()).await.ok() },
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
@@ -258,7 +270,7 @@ async fn auth_matrix_of_every_route() {
     ];
     // The stand-in services register asynchronously.
     jarvis_testkit::eventually(
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(60),
         "services up",
         || async {
             let r = caller
@@ -703,7 +715,7 @@ async fn commands_carry_the_requester() {
     let caller = Caller::new(state_with(config(), Some(Bus { client, js })));
     let t = caller.token("otto", false);
     let reply =
-        jarvis_testkit::eventually(std::time::Duration::from_secs(10), "propose", || async {
+        jarvis_testkit::eventually(std::time::Duration::from_secs(60), "propose", || async {
             let r = caller
                 .call(
                     Method::POST,

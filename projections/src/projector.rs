@@ -13,7 +13,7 @@
 //!   lock resolves the table name again). A running projector sees its checkpoint moved at its next step and
 //!   reloads what it keeps in memory from the new tables.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -313,6 +313,10 @@ pub struct Rebuilt {
     pub events_per_sec: f64,
     /// Where their checkpoints stand afterwards.
     pub checkpoint: Checkpoint,
+    /// Where the wall time went, seconds: `read_wait` (waiting for the next page), each projection's
+    /// `apply` by name, `commit` (the bulk phase's page commits), and `final` (`SET LOGGED`, the rest of the
+    /// events under the locks, and the swap).
+    pub phases: BTreeMap<String, f64>,
 }
 
 /// Rebuilds `projections` (fresh instances) from the start of the store into [`REBUILD_SCHEMA`], then swaps
@@ -350,17 +354,24 @@ pub async fn rebuild(
     // reader task reads and decodes the next pages while this one writes the current one.
     // No connection is held between pages: the pool also serves readers (and, in `jarvis up`, the gateway).
     drop(db);
+    let mut phases: BTreeMap<String, f64> = BTreeMap::new();
     let mut pages = read_ahead(pool.clone(), types.clone(), batch);
-    while let Some(page) = pages.recv().await {
+    loop {
+        let waited = Instant::now();
+        let Some(page) = pages.recv().await else {
+            break;
+        };
+        *phases.entry("read_wait".into()).or_default() += waited.elapsed().as_secs_f64();
         let page = page?;
         let Some(last) = page.last().map(Event::checkpoint) else {
             break;
         };
-        apply_page(pool, &mut projections, &page).await?;
+        apply_page(pool, &mut projections, &page, &mut phases).await?;
         events += page.len() as u64;
         from = last;
     }
     drop(pages);
+    let final_phase = Instant::now();
     let mut db = pool.acquire().await?;
     // The bulk phase wrote no WAL (the tables are unlogged: a crash loses only a rebuild, which starts
     // over); from here on they are ordinary tables, written once to the WAL, before the locks are taken.
@@ -400,6 +411,7 @@ pub async fn rebuild(
         save_checkpoint(&mut *tx, &checkpoint_name(p.name()), from.max(live)).await?;
     }
     tx.commit().await?;
+    phases.insert("final".into(), final_phase.elapsed().as_secs_f64());
     let seconds = started.elapsed().as_secs_f64();
     Ok(Rebuilt {
         projections: projections.iter().map(|p| p.name().to_string()).collect(),
@@ -407,6 +419,7 @@ pub async fn rebuild(
         seconds,
         events_per_sec: events as f64 / seconds.max(1e-9),
         checkpoint: from,
+        phases,
     })
 }
 
@@ -442,6 +455,7 @@ async fn apply_page(
     pool: &PgPool,
     projections: &mut [Box<dyn Projection>],
     page: &[Event],
+    phases: &mut BTreeMap<String, f64>,
 ) -> Result<(), ProjectionError> {
     let mut tx = pool.begin().await?;
     // Nothing live depends on these commits: no need to wait for the disk.
@@ -449,9 +463,13 @@ async fn apply_page(
         .execute(&mut *tx)
         .await?;
     for p in projections.iter_mut() {
+        let started = Instant::now();
         p.apply(&mut tx, REBUILD_SCHEMA, page).await?;
+        *phases.entry(p.name().to_string()).or_default() += started.elapsed().as_secs_f64();
     }
+    let started = Instant::now();
     tx.commit().await?;
+    *phases.entry("commit".into()).or_default() += started.elapsed().as_secs_f64();
     for p in projections.iter_mut() {
         p.committed();
     }

@@ -203,6 +203,25 @@ pub async fn read_all(store: &EventStore, n: usize) -> Vec<jarvis_domain::Record
     events
 }
 
+/// Every event of the store, once all of them are readable. The gap-safe reader only returns events older
+/// than every transaction still open on the whole server (possibly a test running beside this one), so a
+/// single read can miss the newest events: count them first, then read until the reader has them all.
+pub async fn read_everything(store: &EventStore) -> Vec<jarvis_domain::RecordedEvent> {
+    eventually(
+        Duration::from_secs(60),
+        "every stored event readable",
+        || async {
+            let total = usize::try_from(store.count().await.ok()?).ok()?;
+            let events = store
+                .read_after(jarvis_store::Checkpoint::default(), 10_000_000)
+                .await
+                .ok()?;
+            (events.len() >= total).then_some(events)
+        },
+    )
+    .await
+}
+
 /// A fresh, migrated database and a store on it (no NATS).
 pub async fn fresh_store() -> (TestDb, EventStore) {
     let db = TestDb::create().await;
