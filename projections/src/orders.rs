@@ -1,6 +1,6 @@
 //! Projection `orders`: every order's life (`orders`) and its fills, the trades (`fills`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -131,11 +131,19 @@ impl Projection for OrdersProjection {
         if orders.is_empty() {
             return Ok(());
         }
-        // Orders proposed before this page: their current rows, in one query.
+        // Orders proposed before this page: their current rows, in one query (an order proposed on this
+        // page has no row yet).
+        let here: HashSet<Uuid> = orders
+            .iter()
+            .filter(|(_, o)| matches!(o, OrderEvent::TradeProposed(_)))
+            .map(|(_, o)| order_id(o))
+            .collect();
         let earlier: Vec<Uuid> = orders
             .iter()
-            .filter(|(_, o)| !matches!(o, OrderEvent::TradeProposed(_)))
             .map(|(_, o)| order_id(o))
+            .filter(|id| !here.contains(id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .collect();
         let mut rows: HashMap<Uuid, OrderView> = if earlier.is_empty() {
             HashMap::new()

@@ -18,6 +18,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
 use jarvis_store::reader::{load_checkpoint, save_checkpoint};
 use jarvis_store::Checkpoint;
 use sqlx::postgres::PgListener;
@@ -68,6 +69,21 @@ pub trait Projection: Send + Sync {
         schema: &str,
         events: &[Event],
     ) -> Result<(), ProjectionError>;
+    /// A rebuild's bulk phase starts (`true`) or ends (`false`). In between, `apply` may keep in memory the
+    /// rows whose last value is all a rebuild needs (one-row summaries, bounded recent lists) and write them
+    /// in [`Projection::flush`] instead of on every page. Nothing live reads the rebuild tables meanwhile.
+    fn bulk(&mut self, _on: bool) {}
+    /// Writes what the bulk phase kept in memory into the tables of `schema` (called once, after it).
+    ///
+    /// # Errors
+    /// [`ProjectionError`]; the rebuild fails.
+    async fn flush(
+        &mut self,
+        _db: &mut PgConnection,
+        _schema: &str,
+    ) -> Result<(), ProjectionError> {
+        Ok(())
+    }
     /// The step's transaction committed.
     fn committed(&mut self) {}
     /// The step's transaction failed: forget pending changes.
@@ -314,8 +330,9 @@ pub struct Rebuilt {
     /// Where their checkpoints stand afterwards.
     pub checkpoint: Checkpoint,
     /// Where the wall time went, seconds: `read_wait` (waiting for the next page), each projection's
-    /// `apply` by name, `commit` (the bulk phase's page commits), and `final` (`SET LOGGED`, the rest of the
-    /// events under the locks, and the swap).
+    /// `apply` by name, `commit` (the bulk phase's page commits), `flush` (what the projections kept in
+    /// memory during the bulk phase), `logged` (secondary indexes and `SET LOGGED`), and `final` (the rest
+    /// of the events under the locks, and the swap).
     pub phases: BTreeMap<String, f64>,
 }
 
@@ -338,6 +355,7 @@ pub async fn rebuild(
         .into_iter()
         .collect();
     let mut db = pool.acquire().await?;
+    let mut deferred: Vec<(&'static str, String)> = Vec::new();
     for p in &projections {
         for table in p.tables() {
             sqlx::raw_sql(&format!(
@@ -346,6 +364,25 @@ pub async fn rebuild(
             ))
             .execute(&mut *db)
             .await?;
+            // Indexes that back no constraint (primary keys and unique constraints serve the upserts):
+            // dropped now, built again after the bulk phase.
+            let secondary: Vec<(String, String)> = sqlx::query_as(
+                "SELECT i.indexname::text, i.indexdef
+                   FROM pg_indexes i
+                  WHERE i.schemaname = $1 AND i.tablename = $2
+                    AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                                     WHERE c.conindid = format('%I.%I', i.schemaname, i.indexname)::regclass)",
+            )
+            .bind(REBUILD_SCHEMA)
+            .bind(table)
+            .fetch_all(&mut *db)
+            .await?;
+            for (name, definition) in secondary {
+                sqlx::raw_sql(&format!("DROP INDEX {REBUILD_SCHEMA}.\"{name}\""))
+                    .execute(&mut *db)
+                    .await?;
+                deferred.push((table, definition));
+            }
         }
     }
     let mut from = Checkpoint::default();
@@ -355,6 +392,9 @@ pub async fn rebuild(
     // No connection is held between pages: the pool also serves readers (and, in `jarvis up`, the gateway).
     drop(db);
     let mut phases: BTreeMap<String, f64> = BTreeMap::new();
+    for p in &mut projections {
+        p.bulk(true);
+    }
     let mut pages = read_ahead(pool.clone(), types.clone(), batch);
     loop {
         let waited = Instant::now();
@@ -371,17 +411,46 @@ pub async fn rebuild(
         from = last;
     }
     drop(pages);
-    let final_phase = Instant::now();
-    let mut db = pool.acquire().await?;
-    // The bulk phase wrote no WAL (the tables are unlogged: a crash loses only a rebuild, which starts
-    // over); from here on they are ordinary tables, written once to the WAL, before the locks are taken.
-    for p in &projections {
-        for table in p.tables() {
+    let started_flush = Instant::now();
+    let mut tx = pool.begin().await?;
+    for p in &mut projections {
+        p.flush(&mut tx, REBUILD_SCHEMA).await?;
+        p.bulk(false);
+    }
+    tx.commit().await?;
+    phases.insert("flush".into(), started_flush.elapsed().as_secs_f64());
+    // Each table, two at a time (on connections of their own, taken one by one from the pool): the
+    // indexes no upsert needed, left out of the bulk phase (one sorted build is cheaper than maintaining
+    // them row by row), then `SET LOGGED`. The bulk phase wrote no WAL (the tables are unlogged: a crash
+    // loses only a rebuild, which starts over); from here on they are ordinary tables, written once to the
+    // WAL, before the locks are taken.
+    let started_logged = Instant::now();
+    let tables: Vec<&'static str> = projections
+        .iter()
+        .flat_map(|p| p.tables().iter().copied())
+        .collect();
+    futures::stream::iter(tables.into_iter().map(|table| {
+        let indexes: Vec<&String> = deferred
+            .iter()
+            .filter(|(t, _)| *t == table)
+            .map(|(_, definition)| definition)
+            .collect();
+        async move {
+            let mut db = pool.acquire().await?;
+            for index in indexes {
+                sqlx::raw_sql(index).execute(&mut *db).await?;
+            }
             sqlx::raw_sql(&format!("ALTER TABLE {REBUILD_SCHEMA}.{table} SET LOGGED"))
                 .execute(&mut *db)
                 .await?;
+            Ok::<_, ProjectionError>(())
         }
-    }
+    }))
+    .buffer_unordered(2)
+    .try_collect::<Vec<()>>()
+    .await?;
+    phases.insert("logged".into(), started_logged.elapsed().as_secs_f64());
+    let final_phase = Instant::now();
     // Final phase under the projections' locks: the rest, then the swap, in one transaction.
     let mut tx = pool.begin().await?;
     for p in &projections {

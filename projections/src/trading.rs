@@ -197,7 +197,7 @@ impl State {
 }
 
 /// Rows a page of events changed.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Dirty {
     /// Position of the last event that changed the portfolio row.
     portfolio: Option<i64>,
@@ -216,6 +216,9 @@ pub struct TradingProjection {
     committed: State,
     pending: Option<State>,
     hot: HotModels,
+    /// In a rebuild's bulk phase: the one-row summaries and recent prices changed since it began, written
+    /// once by `flush` (their last values are all that survive).
+    deferred: Option<Dirty>,
 }
 
 impl TradingProjection {
@@ -225,7 +228,31 @@ impl TradingProjection {
             committed: State::default(),
             pending: None,
             hot,
+            deferred: None,
         }
+    }
+}
+
+impl Dirty {
+    /// Moves the rows whose last value is all that counts into `into` (the recent prices trimmed to the
+    /// newest [`RECENT_PER_SYMBOL`] of each symbol), leaving the rows every event adds.
+    fn defer(&mut self, into: &mut Dirty) {
+        into.portfolio = self.portfolio.take().or(into.portfolio);
+        into.risk = self.risk.take().or(into.risk);
+        into.positions.append(&mut self.positions);
+        into.prices.append(&mut self.prices);
+        into.recent.append(&mut self.recent);
+        // Oldest first: a symbol's first rows go while more than RECENT_PER_SYMBOL are left.
+        let mut left: BTreeMap<String, i64> = BTreeMap::new();
+        for (symbol, _) in into.recent.keys() {
+            *left.entry(symbol.clone()).or_default() += 1;
+        }
+        into.recent.retain(|(symbol, _), _| {
+            left.get_mut(symbol).is_none_or(|n| {
+                *n -= 1;
+                *n < RECENT_PER_SYMBOL
+            })
+        });
     }
 }
 
@@ -483,8 +510,22 @@ impl Projection for TradingProjection {
                 _ => {}
             }
         }
+        if let Some(deferred) = &mut self.deferred {
+            dirty.defer(deferred);
+        }
         write(db, schema, &state, &dirty).await?;
         self.pending = Some(state);
+        Ok(())
+    }
+
+    fn bulk(&mut self, on: bool) {
+        self.deferred = on.then(Dirty::default);
+    }
+
+    async fn flush(&mut self, db: &mut PgConnection, schema: &str) -> Result<(), ProjectionError> {
+        if let Some(deferred) = self.deferred.take() {
+            write(db, schema, &self.committed, &deferred).await?;
+        }
         Ok(())
     }
 
