@@ -104,6 +104,21 @@ pub trait Ledger: Send + Sync {
     where
         A: LedgerAggregate,
         F: Fn(&A::Event) -> bool + Send;
+
+    /// The identity of the latest event of aggregate `id` that `pick` accepts: [`Ledger::find_event`]
+    /// without the event, for a caller that only causes the next event (a ledger holding its events in
+    /// memory then copies nothing).
+    fn find_event_ref<A, F>(
+        &self,
+        id: &str,
+        pick: F,
+    ) -> impl Future<Output = Result<Option<EventRef>, HandlerError>> + Send
+    where
+        A: LedgerAggregate,
+        F: Fn(&A::Event) -> bool + Send,
+    {
+        async move { Ok(self.find_event::<A, F>(id, pick).await?.map(|(at, _)| at)) }
+    }
 }
 
 /// A borrowed ledger is a ledger: a backtest can inspect the one its pipeline ran on.
@@ -179,6 +194,18 @@ impl<T: Ledger> Ledger for &T {
         F: Fn(&A::Event) -> bool + Send,
     {
         (**self).find_caused::<A, F>(id, cause, pick)
+    }
+
+    fn find_event_ref<A, F>(
+        &self,
+        id: &str,
+        pick: F,
+    ) -> impl Future<Output = Result<Option<EventRef>, HandlerError>> + Send
+    where
+        A: LedgerAggregate,
+        F: Fn(&A::Event) -> bool + Send,
+    {
+        (**self).find_event_ref::<A, F>(id, pick)
     }
 }
 

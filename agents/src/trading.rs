@@ -158,9 +158,8 @@ impl<L: Ledger> TradingPipeline<L> {
         pick: impl Fn(&OrderEvent) -> bool + Send,
     ) -> Result<EventRef, HandlerError> {
         self.ledger
-            .find_event::<Order, _>(&order.to_string(), pick)
+            .find_event_ref::<Order, _>(&order.to_string(), pick)
             .await?
-            .map(|(at, _)| at)
             .ok_or_else(|| HandlerError::Transient(format!("order {order} has no {what} yet")))
     }
 
@@ -391,18 +390,18 @@ impl<L: Ledger> TradingPipeline<L> {
                 day: candle.open_time.date_naive() - Duration::days(back),
             };
             let need = wanted - history.len();
-            let newest_first: Vec<Candle> = self
-                .ledger
+            let newest_first = &mut history;
+            self.ledger
                 .read::<MarketFeed, _, _>(&id.to_string(), false, |feed| {
-                    feed.candles()
-                        .rev()
-                        .filter(|c| c.open_time <= candle.open_time)
-                        .take(need)
-                        .cloned()
-                        .collect()
+                    newest_first.extend(
+                        feed.candles()
+                            .rev()
+                            .filter(|c| c.open_time <= candle.open_time)
+                            .take(need)
+                            .cloned(),
+                    );
                 })
                 .await?;
-            history.extend(newest_first);
             if history.len() >= wanted {
                 break;
             }
@@ -549,7 +548,7 @@ impl<L: Ledger> TradingPipeline<L> {
         redelivered: bool,
     ) -> Result<(), HandlerError> {
         // What open orders at the venue have spoken for: risk counts their cash and exposure.
-        let pending: Vec<PendingOrder> = self
+        let mut pending: Vec<PendingOrder> = self
             .ledger
             .read::<PaperVenue, _, _>(PAPER_VENUE, true, |venue| {
                 venue
@@ -565,7 +564,7 @@ impl<L: Ledger> TradingPipeline<L> {
         if pending.iter().any(|o| o.symbol == candle.symbol) {
             return Ok(());
         }
-        let view = self
+        let mut view = self
             .ledger
             .read::<Portfolio, _, _>(PORTFOLIO, true, Portfolio::view)
             .await?;
@@ -602,7 +601,8 @@ impl<L: Ledger> TradingPipeline<L> {
             Some((at, proposals)) => (at, proposals),
             None => (now, self.strategy.decide(&input)),
         };
-        for proposal in proposals {
+        let last = proposals.len().saturating_sub(1);
+        for (i, proposal) in proposals.into_iter().enumerate() {
             // Look-ahead: a decision may rely only on what was known when the candle closed.
             if proposal.reference.at > candle.close_time {
                 return Err(HandlerError::Permanent(format!(
@@ -677,14 +677,27 @@ impl<L: Ledger> TradingPipeline<L> {
                     reference: proposal.reference,
                     proposed_at: now,
                 },
-                view: RiskView {
-                    cash: view.cash,
-                    positions: view.positions.clone(),
-                    prices: view.prices.clone(),
-                    equity: view.equity,
-                    high_water_mark: view.high_water_mark,
-                    day_start_equity: view.day_start_equity,
-                    pending: pending.clone(),
+                // The last proposal takes the view's maps; any before it gets copies.
+                view: if i == last {
+                    RiskView {
+                        cash: view.cash,
+                        positions: std::mem::take(&mut view.positions),
+                        prices: std::mem::take(&mut view.prices),
+                        equity: view.equity,
+                        high_water_mark: view.high_water_mark,
+                        day_start_equity: view.day_start_equity,
+                        pending: std::mem::take(&mut pending),
+                    }
+                } else {
+                    RiskView {
+                        cash: view.cash,
+                        positions: view.positions.clone(),
+                        prices: view.prices.clone(),
+                        equity: view.equity,
+                        high_water_mark: view.high_water_mark,
+                        day_start_equity: view.day_start_equity,
+                        pending: pending.clone(),
+                    }
                 },
                 // The paper venue's quote: its slippage, and as the price impact the order's share of the
                 // candle's volume in basis points (what the venue's volume cap prices in).

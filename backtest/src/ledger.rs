@@ -167,10 +167,15 @@ impl MemoryLedger {
         }
     }
 
-    fn find<A, F>(&self, id: &str, pick: F) -> Option<(EventRef, A::Event)>
+    /// What `take` makes of the latest recent event of aggregate `id` that `pick` accepts.
+    fn find<A, F, R>(
+        &self,
+        id: &str,
+        pick: F,
+        take: impl FnOnce(&Recent<A::Event>) -> R,
+    ) -> Option<R>
     where
         A: Aggregate + 'static,
-        A::Event: Clone,
         F: Fn(&Recent<A::Event>) -> bool,
     {
         let inner = self.inner.lock().expect("ledger lock");
@@ -179,11 +184,7 @@ impl MemoryLedger {
             .get(A::TYPE)?
             .get(id)?
             .downcast_ref::<Slot<A>>()?;
-        slot.recent
-            .iter()
-            .rev()
-            .find(|r| pick(r))
-            .map(|r| (r.at, r.event.clone()))
+        slot.recent.iter().rev().find(|r| pick(r)).map(take)
     }
 }
 
@@ -273,7 +274,7 @@ impl Ledger for MemoryLedger {
         A: LedgerAggregate,
         F: Fn(&A::Event) -> bool + Send,
     {
-        Ok(self.find::<A, _>(id, |r| pick(&r.event)))
+        Ok(self.find::<A, _, _>(id, |r| pick(&r.event), |r| (r.at, r.event.clone())))
     }
 
     async fn find_caused<A, F>(
@@ -286,6 +287,22 @@ impl Ledger for MemoryLedger {
         A: LedgerAggregate,
         F: Fn(&A::Event) -> bool + Send,
     {
-        Ok(self.find::<A, _>(id, |r| r.causation == cause && pick(&r.event)))
+        Ok(self.find::<A, _, _>(
+            id,
+            |r| r.causation == cause && pick(&r.event),
+            |r| (r.at, r.event.clone()),
+        ))
+    }
+
+    async fn find_event_ref<A, F>(
+        &self,
+        id: &str,
+        pick: F,
+    ) -> Result<Option<EventRef>, HandlerError>
+    where
+        A: LedgerAggregate,
+        F: Fn(&A::Event) -> bool + Send,
+    {
+        Ok(self.find::<A, _, _>(id, |r| pick(&r.event), |r| r.at))
     }
 }

@@ -184,7 +184,7 @@ impl Backtest {
                 .await
                 .map_err(|e| stopped(e.to_string()))?;
             let closed = ledger
-                .find_event::<MarketFeed, _>(&feed, |e| {
+                .find_event_ref::<MarketFeed, _>(&feed, |e| {
                     let MarketFeedEvent::CandleClosed(c) = e;
                     c.open_time == candle.open_time
                 })
@@ -192,7 +192,7 @@ impl Backtest {
                 .map_err(|e| stopped(e.to_string()))?
                 .ok_or_else(|| stopped("the candle was not recorded".into()))?;
             pipeline
-                .on_candle(&closed.0, candle.clone())
+                .on_candle(&closed, candle.clone())
                 .await
                 .map_err(|e| stopped(e.to_string()))?;
         }

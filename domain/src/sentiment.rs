@@ -151,7 +151,19 @@ pub fn check_token(token: &str) -> Result<(), String> {
 
 /// `<TOKEN>@<YYYY-MM-DD>`.
 pub fn token_day_id(token: &str, day: NaiveDate) -> String {
-    format!("{token}@{}", day.format("%Y-%m-%d"))
+    use chrono::Datelike;
+    // By hand for the years 0 to 9999 (chrono's `format` parses its pattern on every call, and every
+    // candle looks up today's and yesterday's score); chrono's own text for any other year.
+    if (0..=9999).contains(&day.year()) {
+        format!(
+            "{token}@{:04}-{:02}-{:02}",
+            day.year(),
+            day.month(),
+            day.day()
+        )
+    } else {
+        format!("{token}@{}", day.format("%Y-%m-%d"))
+    }
 }
 
 /// Commands a token's sentiment accepts.

@@ -476,17 +476,23 @@ impl PaperVenue {
         {
             return Ok(vec![]);
         }
+        let mut eligible = self
+            .open
+            .iter()
+            .map(|t| &t.order)
+            .filter(|o| o.symbol == candle.symbol && o.submitted_at <= candle.open_time)
+            .peekable();
+        // Nothing to fill: the budget and rates below cannot fail (the volume fraction is at most 1), so
+        // skipping them changes nothing.
+        if eligible.peek().is_none() {
+            return Ok(vec![]);
+        }
         let c = &self.config;
         let cap = mul("volume_cap", c.max_volume_fraction, candle.volume)?;
         let mut budget = cap.round_dp_with_strategy(DP, RoundingStrategy::ToZero);
         let fee_rate = div("fee", c.fee_bps, bps_scale())?;
         let slip = div("price", c.slippage_bps, bps_scale())?;
         let mut events = Vec::new();
-        let eligible = self
-            .open
-            .iter()
-            .map(|t| &t.order)
-            .filter(|o| o.symbol == candle.symbol && o.submitted_at <= candle.open_time);
         for o in eligible {
             if budget <= Decimal::ZERO {
                 break;
