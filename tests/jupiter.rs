@@ -155,7 +155,7 @@ async fn approve(store: &EventStore, key: &str, side: Side, quantity: &str) -> O
         rationale: Rationale {
             strategy: "test".into(),
             rule: "manual".into(),
-            inputs: serde_json::json!({}),
+            inputs: serde_json::json!({}).into(),
             evidence: vec![],
             summary: "a test order".into(),
         },

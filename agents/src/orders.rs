@@ -283,12 +283,14 @@ impl OrderDesk {
                     "expires_at": expires_at.to_rfc3339(),
                     "quantity": r.quantity,
                     "notional": r.notional,
-                }),
+                })
+                .into(),
                 evidence: r.causation_id.into_iter().collect(),
                 summary: format!(
                     "manual {} of {quantity} {symbol} requested by {}",
                     r.side, r.requested_by
-                ),
+                )
+                .into(),
             },
         };
         // Inside the gate, like a candle's decisions: the view and the open orders risk sees are current.
@@ -362,7 +364,7 @@ impl OrderDesk {
                         rule: RiskRule::Unassessable,
                         limit: None,
                         actual: None,
-                        detail: format!("not assessable: {reason}"),
+                        detail: format!("not assessable: {reason}").into(),
                     }],
                     decided_at: p.proposed_at,
                 };
@@ -435,7 +437,7 @@ impl OrderDesk {
             match rejected {
                 Some((_, OrderEvent::TradeRejected(r))) => (
                     r.reasons.iter().map(|v| v.rule).collect(),
-                    r.reasons.into_iter().map(|v| v.detail).collect(),
+                    r.reasons.into_iter().map(|v| v.detail.into()).collect(),
                 ),
                 _ => (vec![], vec![]),
             }

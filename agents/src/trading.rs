@@ -491,7 +491,7 @@ impl<L: Ledger> TradingPipeline<L> {
                 serde_json::json!({"error": e.to_string()}),
             ),
         };
-        if let serde_json::Value::Object(inputs) = &mut rationale.inputs {
+        if let serde_json::Value::Object(inputs) = rationale.inputs.make_mut() {
             inputs.insert("llm_review".into(), record);
         }
         Ok(match verdict {
@@ -660,7 +660,7 @@ impl<L: Ledger> TradingPipeline<L> {
                         rule: jarvis_domain::trading::RiskRule::LlmReview,
                         limit: None,
                         actual: None,
-                        detail,
+                        detail: detail.into(),
                     }],
                     decided_at: now,
                 };
@@ -727,7 +727,7 @@ impl<L: Ledger> TradingPipeline<L> {
                             rule: jarvis_domain::trading::RiskRule::Unassessable,
                             limit: None,
                             actual: None,
-                            detail: format!("not assessable: {reason}"),
+                            detail: format!("not assessable: {reason}").into(),
                         }],
                         decided_at: now,
                     };

@@ -2,14 +2,14 @@
 //! curve and the trades are written out as they happen, to writers the caller chooses (CSV files).
 
 use std::any::Any;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use jarvis_domain::backtest::{BacktestReport, DataSummary, OrderCounts};
 use jarvis_domain::trading::order::OrderEvent;
 use jarvis_domain::trading::portfolio::PortfolioEvent;
-use jarvis_domain::trading::Side;
+use jarvis_domain::trading::{RiskRule, Side};
 use jarvis_domain::Symbol;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
@@ -103,7 +103,8 @@ pub struct Accumulator {
     gross_profit: Decimal,
     gross_loss: Decimal,
     orders: OrderCounts,
-    rejections: BTreeMap<String, u64>,
+    /// Counted by rule; named (as the events name them) when the report is written.
+    rejections: HashMap<RiskRule, u64>,
     first_close: BTreeMap<Symbol, Decimal>,
     last_close: BTreeMap<Symbol, Decimal>,
 }
@@ -150,7 +151,7 @@ impl Accumulator {
             gross_profit: Decimal::ZERO,
             gross_loss: Decimal::ZERO,
             orders: OrderCounts::default(),
-            rejections: BTreeMap::new(),
+            rejections: HashMap::new(),
             first_close: BTreeMap::new(),
             last_close: BTreeMap::new(),
         };
@@ -205,11 +206,7 @@ impl Accumulator {
                     self.orders.rejected += 1;
                     // Every rule the order was rejected by: risk's, and the LLM review's.
                     for r in &rejected.reasons {
-                        let rule = serde_json::to_value(r.rule)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_else(|| format!("{:?}", r.rule));
-                        *self.rejections.entry(rule).or_default() += 1;
+                        *self.rejections.entry(r.rule).or_default() += 1;
                     }
                 }
                 OrderEvent::OrderSubmitted(_) => self.orders.submitted += 1,
@@ -408,7 +405,17 @@ impl Accumulator {
             },
             buy_and_hold_return: round(buy_and_hold),
             orders: self.orders,
-            rejections_by_rule: self.rejections,
+            rejections_by_rule: self
+                .rejections
+                .into_iter()
+                .map(|(rule, n)| {
+                    let name = serde_json::to_value(rule)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_else(|| format!("{rule:?}"));
+                    (name, n)
+                })
+                .collect(),
         })
     }
 }

@@ -84,7 +84,7 @@ impl Strategy for Peeking {
             rationale: Rationale {
                 strategy: "peeking".into(),
                 rule: "knows the future".into(),
-                inputs: serde_json::Value::Null,
+                inputs: serde_json::Value::Null.into(),
                 evidence: vec![],
                 summary: "buys what it knows will rise".into(),
             },

@@ -14,6 +14,7 @@
 //! - [`telegram`]: the `TelegramBot` aggregate: the Bot API offset and refused attempts.
 //! - [`event`]: what every stored event carries ([`EventMetadata`], [`RecordedEvent`]), the CloudEvents type
 //!   naming (`jarvis.<context>.<EventType>.v<N>`), and [`AnyEvent`], the registry that decodes any event on the bus.
+//! - [`text`]: [`text::Text`] and [`text::Json`], a rationale's or a verdict's words written when first read.
 //! - [`schema`]: JSON Schemas of every event type, written to `schemas/` and checked for drift by a test.
 
 pub mod backtest;
@@ -26,6 +27,7 @@ pub mod schema;
 pub mod sentiment;
 pub mod social;
 pub mod telegram;
+pub mod text;
 pub mod trading;
 pub mod values;
 pub mod x_account;

@@ -170,7 +170,7 @@ impl Projection for OrdersProjection {
                     status: "proposed".into(),
                     reference_price: p.reference.price,
                     strategy: p.rationale.strategy.clone(),
-                    summary: p.rationale.summary.clone(),
+                    summary: p.rationale.summary.to_string(),
                     venue: None,
                     filled_quantity: Decimal::ZERO,
                     avg_fill_price: None,

@@ -164,9 +164,9 @@ pub fn history_at(first_hour: i64, n: usize) -> Vec<SynthEvent> {
                     rationale: Rationale {
                         strategy: "ema_cross".into(),
                         rule: if buy { "cross_up" } else { "cross_down" }.into(),
-                        inputs: serde_json::json!({"fast": 12, "slow": 26}),
+                        inputs: serde_json::json!({"fast": 12, "slow": 26}).into(),
                         evidence: vec![],
-                        summary: format!("{side} {quantity} {symbol} on the EMA cross"),
+                        summary: format!("{side} {quantity} {symbol} on the EMA cross").into(),
                     },
                 }),
                 corr,

@@ -13,11 +13,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use jarvis_domain::text::{Json, Text};
 use jarvis_domain::trading::{PortfolioView, PricePoint, Rationale, Side};
 use jarvis_domain::{Candle, Symbol};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
 /// The name of the default strategy, [`Rebalancer`], as it appears in rationales.
@@ -452,39 +453,50 @@ impl Rebalancer {
         if let Some(reading) = sentiment {
             evidence.push(reading.event_id);
         }
-        let inputs: Value = json!({
-            "symbol": symbol.as_str(),
-            "price": text(price),
-            "close_time": candle.close_time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-            "equity": text(equity),
-            "cash": text(cash),
-            "held": text(held),
-            "current_weight": text(current),
-            "base_weight": text(base),
-            "momentum_lookback": cfg.momentum_lookback,
-            "momentum": text(momentum),
-            "momentum_tilt": text(momentum_tilt),
-            "sentiment_token": sentiment.map(|r| r.token.clone()),
-            "sentiment_score": sentiment.map(|r| text(r.score)),
-            "sentiment_confidence": sentiment.map(|r| text(r.confidence)),
-            "sentiment_tilt": text(sentiment_tilt),
-            "target_weight": text(target),
-            "drift_band": text(cfg.drift_band),
-            "quantity": text(quantity),
-            "notional": text(notional),
+        // The rationale's words are written when first read (`jarvis_domain::text`): a backtest seldom
+        // reads them, and formatting every number costs more than deciding.
+        let (momentum_lookback, drift_band) = (cfg.momentum_lookback, cfg.drift_band);
+        let reading = sentiment.map(|r| (r.token.clone(), r.score, r.confidence));
+        let at = candle.close_time;
+        let name = symbol.clone();
+        let inputs = Json::lazy(move || {
+            json!({
+                "symbol": name.as_str(),
+                "price": text(price),
+                "close_time": at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                "equity": text(equity),
+                "cash": text(cash),
+                "held": text(held),
+                "current_weight": text(current),
+                "base_weight": text(base),
+                "momentum_lookback": momentum_lookback,
+                "momentum": text(momentum),
+                "momentum_tilt": text(momentum_tilt),
+                "sentiment_token": reading.as_ref().map(|r| r.0.clone()),
+                "sentiment_score": reading.as_ref().map(|r| text(r.1)),
+                "sentiment_confidence": reading.as_ref().map(|r| text(r.2)),
+                "sentiment_tilt": text(sentiment_tilt),
+                "target_weight": text(target),
+                "drift_band": text(drift_band),
+                "quantity": text(quantity),
+                "notional": text(notional),
+            })
         });
-        let direction = match side {
-            Side::Buy => "below",
-            Side::Sell => "above",
-        };
-        let summary = format!(
-            "{symbol} weight {} {direction} target {} (band {}): {side} {} at {}",
-            short(current),
-            short(target),
-            text(cfg.drift_band),
-            text(quantity),
-            text(price),
-        );
+        let name = symbol.clone();
+        let summary = Text::lazy(move || {
+            let direction = match side {
+                Side::Buy => "below",
+                Side::Sell => "above",
+            };
+            format!(
+                "{name} weight {} {direction} target {} (band {}): {side} {} at {}",
+                short(current),
+                short(target),
+                text(drift_band),
+                text(quantity),
+                text(price),
+            )
+        });
         Ok(Some(Proposal {
             symbol: symbol.clone(),
             side,
@@ -535,6 +547,7 @@ impl Strategy for Rebalancer {
 mod tests {
     use super::*;
     use chrono::Duration;
+    use serde_json::Value;
 
     fn dec(text: &str) -> Decimal {
         Decimal::from_str_exact(text).unwrap()
@@ -1211,9 +1224,9 @@ mod tests {
                 rationale: Rationale {
                     strategy: self.name().to_string(),
                     rule: "below_100".to_string(),
-                    inputs: json!({"close": candle.close.to_string()}),
+                    inputs: json!({"close": candle.close.to_string()}).into(),
                     evidence: vec![input.candle_event],
-                    summary: format!("{} closed at {}: buy 1", candle.symbol, candle.close),
+                    summary: format!("{} closed at {}: buy 1", candle.symbol, candle.close).into(),
                 },
             }]
         }

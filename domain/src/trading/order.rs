@@ -899,7 +899,7 @@ mod tests {
         let rationale = Rationale {
             strategy: "rebalance".into(),
             rule: "drift_above_band".into(),
-            inputs: serde_json::json!({"drift": "0.07"}),
+            inputs: serde_json::json!({"drift": "0.07"}).into(),
             evidence: vec![],
             summary: "BTC is 7% under its target weight".into(),
         };

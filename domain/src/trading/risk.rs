@@ -20,6 +20,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::event::JarvisAggregate;
+use crate::text::Text;
 use crate::trading::values::{
     mul, non_negative, positive, AmountError, OrderId, PricePoint, RiskRule, RiskViolation, Side,
 };
@@ -516,7 +517,7 @@ fn broke(
     rule: RiskRule,
     limit: Option<Decimal>,
     actual: Option<Decimal>,
-    detail: String,
+    detail: Text,
 ) -> RiskViolation {
     RiskViolation {
         rule,
@@ -665,18 +666,19 @@ impl RiskBook {
         };
         let mut v = Vec::new();
         if let Some(h) = halt {
-            let detail = format!(
-                "trading is halted since {} ({:?}): {}",
-                h.at, h.rule, h.reason
-            );
+            let (since, rule, reason) = (h.at, h.rule, h.reason.clone());
+            let detail =
+                Text::lazy(move || format!("trading is halted since {since} ({rule:?}): {reason}"));
             v.push(broke(RiskRule::Halted, None, None, detail));
         }
         let loss = sub("daily loss", view.day_start_equity, view.equity)?;
         if loss >= l.daily_loss_limit {
-            let detail = format!(
-                "loss since the start of the day {loss} (equity {} from {}) reaches the daily loss limit {}",
-                view.equity, view.day_start_equity, l.daily_loss_limit
-            );
+            let (equity, start, limit) = (view.equity, view.day_start_equity, l.daily_loss_limit);
+            let detail = Text::lazy(move || {
+                format!(
+                    "loss since the start of the day {loss} (equity {equity} from {start}) reaches the daily loss limit {limit}"
+                )
+            });
             v.push(broke(
                 RiskRule::DailyLossLimit,
                 Some(l.daily_loss_limit),
@@ -696,10 +698,12 @@ impl RiskBook {
             let fall = sub("drawdown", peak, view.equity)?;
             let dd = fall.checked_div(peak).unwrap_or(Decimal::ZERO).normalize();
             if dd >= l.max_drawdown {
-                let detail = format!(
-                    "drawdown {dd} (equity {} below {peak_name} {peak}) reaches the limit {}",
-                    view.equity, l.max_drawdown
-                );
+                let (equity, limit) = (view.equity, l.max_drawdown);
+                let detail = Text::lazy(move || {
+                    format!(
+                        "drawdown {dd} (equity {equity} below {peak_name} {peak}) reaches the limit {limit}"
+                    )
+                });
                 v.push(broke(
                     RiskRule::MaxDrawdown,
                     Some(l.max_drawdown),
@@ -729,19 +733,23 @@ impl RiskBook {
                 RiskRule::UnknownSymbol,
                 None,
                 None,
-                format!("{sym} is not among the symbols the book trades"),
+                Text::lazy({
+                    let sym = sym.clone();
+                    move || format!("{sym} is not among the symbols the book trades")
+                }),
             ));
         }
         let age = now - p.reference.at;
         let max_age = secs(l.max_price_age_secs);
         let max_age_dec = Decimal::from(l.max_price_age_secs);
         if age > max_age {
-            let detail = format!(
-                "price of {sym} from {} is {}s old at {now}, above the maximum age of {}s",
-                p.reference.at,
-                seconds_of(age),
-                l.max_price_age_secs
-            );
+            let (sym, at, max) = (sym.clone(), p.reference.at, l.max_price_age_secs);
+            let detail = Text::lazy(move || {
+                format!(
+                    "price of {sym} from {at} is {}s old at {now}, above the maximum age of {max}s",
+                    seconds_of(age)
+                )
+            });
             v.push(broke(
                 RiskRule::StalePrice,
                 Some(max_age_dec),
@@ -749,12 +757,13 @@ impl RiskBook {
                 detail,
             ));
         } else if -age > max_age {
-            let detail = format!(
-                "price of {sym} from {} is {}s after the proposal at {now} (a look-ahead beyond {}s)",
-                p.reference.at,
-                seconds_of(-age),
-                l.max_price_age_secs
-            );
+            let (sym, at, max) = (sym.clone(), p.reference.at, l.max_price_age_secs);
+            let detail = Text::lazy(move || {
+                format!(
+                    "price of {sym} from {at} is {}s after the proposal at {now} (a look-ahead beyond {max}s)",
+                    seconds_of(-age)
+                )
+            });
             v.push(broke(
                 RiskRule::StalePrice,
                 Some(max_age_dec),
@@ -763,10 +772,10 @@ impl RiskBook {
             ));
         }
         if notional > l.max_notional_per_order {
-            let detail = format!(
-                "notional {notional} ({} × {price}) is above the limit {} per order",
-                p.quantity, l.max_notional_per_order
-            );
+            let (quantity, limit) = (p.quantity, l.max_notional_per_order);
+            let detail = Text::lazy(move || {
+                format!("notional {notional} ({quantity} × {price}) is above the limit {limit} per order")
+            });
             v.push(broke(
                 RiskRule::MaxNotionalPerOrder,
                 Some(l.max_notional_per_order),
@@ -812,10 +821,12 @@ impl RiskBook {
                 let after = add("position", add("position", held, pending_same)?, p.quantity)?;
                 let value = mul("position value", after, price)?.normalize();
                 if value > l.max_position_per_token {
-                    let detail = format!(
-                        "{sym} position after the buy {after} × {price} = {value} is above the limit {}",
-                        l.max_position_per_token
-                    );
+                    let (sym, limit) = (sym.clone(), l.max_position_per_token);
+                    let detail = Text::lazy(move || {
+                        format!(
+                            "{sym} position after the buy {after} × {price} = {value} is above the limit {limit}"
+                        )
+                    });
                     v.push(broke(
                         RiskRule::MaxPositionPerToken,
                         Some(l.max_position_per_token),
@@ -856,10 +867,10 @@ impl RiskBook {
                     )?;
                 }
                 if gross > l.max_gross_exposure {
-                    let detail = format!(
-                        "gross exposure after the buy {gross} is above the limit {}",
-                        l.max_gross_exposure
-                    );
+                    let limit = l.max_gross_exposure;
+                    let detail = Text::lazy(move || {
+                        format!("gross exposure after the buy {gross} is above the limit {limit}")
+                    });
                     v.push(broke(
                         RiskRule::MaxGrossExposure,
                         Some(l.max_gross_exposure),
@@ -880,10 +891,12 @@ impl RiskBook {
                 };
                 let cash_after = sub("cash", sub("cash", view.cash, pending_cash)?, cost)?;
                 if cash_after < l.min_cash_reserve {
-                    let detail = format!(
-                        "cash after the buy {} − {pending_cash} pending − {cost} (notional {notional} with slippage and fee) = {cash_after} is below the reserve {}",
-                        view.cash, l.min_cash_reserve
-                    );
+                    let (cash, reserve) = (view.cash, l.min_cash_reserve);
+                    let detail = Text::lazy(move || {
+                        format!(
+                            "cash after the buy {cash} − {pending_cash} pending − {cost} (notional {notional} with slippage and fee) = {cash_after} is below the reserve {reserve}"
+                        )
+                    });
                     v.push(broke(
                         RiskRule::MinCashReserve,
                         Some(l.min_cash_reserve),
@@ -895,10 +908,12 @@ impl RiskBook {
             Side::Sell => {
                 let available = sub("position", held, pending_sell)?;
                 if p.quantity > available {
-                    let detail = format!(
-                        "sell of {} {sym} is above the held {held} less {pending_sell} already being sold (no shorting)",
-                        p.quantity
-                    );
+                    let (quantity, sym) = (p.quantity, sym.clone());
+                    let detail = Text::lazy(move || {
+                        format!(
+                            "sell of {quantity} {sym} is above the held {held} less {pending_sell} already being sold (no shorting)"
+                        )
+                    });
                     v.push(broke(
                         RiskRule::InsufficientPosition,
                         Some(available),
@@ -915,10 +930,10 @@ impl RiskBook {
             .filter(|a| a.at > window_start && a.at <= now)
             .count();
         if recent >= l.max_orders_per_minute as usize {
-            let detail = format!(
-                "{recent} orders admitted in the minute before {now}, the limit is {}",
-                l.max_orders_per_minute
-            );
+            let limit = l.max_orders_per_minute;
+            let detail = Text::lazy(move || {
+                format!("{recent} orders admitted in the minute before {now}, the limit is {limit}")
+            });
             let (limit, actual) = (
                 Decimal::from(l.max_orders_per_minute),
                 Decimal::from(recent),
@@ -939,11 +954,13 @@ impl RiskBook {
         if let Some(last) = last.filter(|_| l.cooldown_per_token_secs > 0) {
             let elapsed = now - last;
             if elapsed < secs(l.cooldown_per_token_secs) {
-                let detail = format!(
-                    "last {sym} order admitted at {last}, {}s before {now}, inside the cooldown of {}s",
-                    seconds_of(elapsed),
-                    l.cooldown_per_token_secs
-                );
+                let (sym, cooldown) = (sym.clone(), l.cooldown_per_token_secs);
+                let detail = Text::lazy(move || {
+                    format!(
+                        "last {sym} order admitted at {last}, {}s before {now}, inside the cooldown of {cooldown}s",
+                        seconds_of(elapsed)
+                    )
+                });
                 let limit = Decimal::from(l.cooldown_per_token_secs);
                 v.push(broke(
                     RiskRule::CooldownPerToken,
@@ -955,10 +972,10 @@ impl RiskBook {
         }
         if let Some(q) = quote {
             if q.slippage_bps > l.max_slippage_bps {
-                let detail = format!(
-                    "slippage {} bps is above the limit {} bps",
-                    q.slippage_bps, l.max_slippage_bps
-                );
+                let (slippage, limit) = (q.slippage_bps, l.max_slippage_bps);
+                let detail = Text::lazy(move || {
+                    format!("slippage {slippage} bps is above the limit {limit} bps")
+                });
                 v.push(broke(
                     RiskRule::MaxSlippage,
                     Some(l.max_slippage_bps),
@@ -967,10 +984,10 @@ impl RiskBook {
                 ));
             }
             if q.price_impact_bps > l.max_price_impact_bps {
-                let detail = format!(
-                    "price impact {} bps is above the limit {} bps",
-                    q.price_impact_bps, l.max_price_impact_bps
-                );
+                let (impact, limit) = (q.price_impact_bps, l.max_price_impact_bps);
+                let detail = Text::lazy(move || {
+                    format!("price impact {impact} bps is above the limit {limit} bps")
+                });
                 v.push(broke(
                     RiskRule::MaxPriceImpact,
                     Some(l.max_price_impact_bps),

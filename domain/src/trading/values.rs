@@ -134,11 +134,11 @@ pub struct Rationale {
     /// The rule that fired, e.g. `drift_above_band`.
     pub rule: String,
     /// The numbers it used (weights, prices, scores), by name.
-    pub inputs: serde_json::Value,
+    pub inputs: crate::text::Json,
     /// The events it decided from (candle, sentiment) by event id.
     pub evidence: Vec<Uuid>,
     /// One human sentence.
-    pub summary: String,
+    pub summary: crate::text::Text,
 }
 
 /// A risk rule.
@@ -189,7 +189,7 @@ pub struct RiskViolation {
     /// The value that broke it.
     pub actual: Option<Decimal>,
     /// One human sentence with the numbers.
-    pub detail: String,
+    pub detail: crate::text::Text,
 }
 
 /// A price and the event time it was observed at (a candle's close time).
