@@ -511,7 +511,7 @@ impl<L: Ledger> TradingPipeline<L> {
         let mut at = None;
         let mut proposals = Vec::new();
         for symbol in symbols {
-            let id = OrderId::derived(&format!("{}/{}", env.event_id, symbol)).to_string();
+            let id = OrderId::of_candle(env.event_id, symbol).to_string();
             let recorded = self
                 .ledger
                 .read::<Order, _, _>(&id, false, |o| {
@@ -613,7 +613,7 @@ impl<L: Ledger> TradingPipeline<L> {
                     candle.close_time
                 )));
             }
-            let order_id = OrderId::derived(&format!("{}/{}", env.event_id, proposal.symbol));
+            let order_id = OrderId::of_candle(env.event_id, &proposal.symbol);
             let id = order_id.to_string();
             let mut rationale = proposal.rationale;
             let veto = match self.settings.strategy.llm_review && !replaying {

@@ -13,6 +13,8 @@ use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use foldhash::fast::FixedState;
+
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use jarvis_agents::ledger::{Ledger, LedgerAggregate};
@@ -39,10 +41,16 @@ struct Slot<A: Aggregate> {
     recent: VecDeque<Recent<A::Event>>,
 }
 
+/// A map with a fast, fixed hash: ids are the ledger's own, not an attacker's.
+type Fast<K, V> = HashMap<K, V, FixedState>;
+
+/// A `Box<Slot<A>>`; `None` while a command runs on it (taken out, so the state never moves).
+type Held = Option<Box<dyn Any + Send>>;
+
 #[derive(Default)]
 struct Inner {
     /// Aggregate type → id → `Slot<A>`.
-    slots: HashMap<&'static str, HashMap<String, Box<dyn Any + Send>>>,
+    slots: Fast<&'static str, Fast<String, Held>>,
     next: u64,
     events: u64,
 }
@@ -101,7 +109,8 @@ impl MemoryLedger {
         let mut inner = self.inner.lock().expect("ledger lock");
         if let Some(slots) = inner.slots.get_mut(A::TYPE) {
             slots.retain(|id, slot| {
-                slot.downcast_ref::<Slot<A>>()
+                slot.as_ref()
+                    .and_then(|slot| slot.downcast_ref::<Slot<A>>())
                     .is_none_or(|slot| keep(id, &slot.state))
             });
         }
@@ -124,45 +133,39 @@ impl MemoryLedger {
             .slots
             .get(A::TYPE)
             .and_then(|slots| slots.get(id))
-            .and_then(|slot| slot.downcast_ref::<Slot<A>>())
+            .and_then(|slot| slot.as_ref()?.downcast_ref::<Slot<A>>())
             .map(|slot| &slot.state);
         read(state)
     }
 
-    /// Moves aggregate `id` out of its slot for a command (the slot stays, with its key and box, so
-    /// putting it back allocates nothing): the hot path of a backtest.
-    fn take<A: Aggregate + 'static>(&self, id: &str) -> Slot<A> {
+    /// Takes aggregate `id` out of its slot for a command: the box moves, not the state (the hot path of
+    /// a backtest). A new aggregate gets a fresh box, put in its slot by [`MemoryLedger::put`].
+    fn take<A: Aggregate + 'static>(&self, id: &str) -> Box<Slot<A>> {
         let mut inner = self.inner.lock().expect("ledger lock");
-        let slots = inner.slots.entry(A::TYPE).or_default();
-        if !slots.contains_key(id) {
-            let empty: Slot<A> = Slot {
-                state: A::default(),
-                recent: VecDeque::new(),
-            };
-            slots.insert(id.to_string(), Box::new(empty));
-        }
-        match slots.get_mut(id).and_then(|s| s.downcast_mut::<Slot<A>>()) {
-            Some(slot) => Slot {
-                state: std::mem::take(&mut slot.state),
-                recent: std::mem::take(&mut slot.recent),
-            },
-            None => Slot {
-                state: A::default(),
-                recent: VecDeque::new(),
-            },
-        }
+        inner
+            .slots
+            .get_mut(A::TYPE)
+            .and_then(|slots| slots.get_mut(id))
+            .and_then(Option::take)
+            .and_then(|slot| slot.downcast::<Slot<A>>().ok())
+            .unwrap_or_else(|| {
+                Box::new(Slot {
+                    state: A::default(),
+                    recent: VecDeque::new(),
+                })
+            })
     }
 
-    fn put<A: Aggregate + 'static>(&self, id: &str, slot: Slot<A>)
+    fn put<A: Aggregate + 'static>(&self, id: &str, slot: Box<Slot<A>>)
     where
         A::Event: Send,
     {
         let mut inner = self.inner.lock().expect("ledger lock");
         let slots = inner.slots.entry(A::TYPE).or_default();
-        match slots.get_mut(id).and_then(|s| s.downcast_mut::<Slot<A>>()) {
-            Some(kept) => *kept = slot,
+        match slots.get_mut(id) {
+            Some(held) => *held = Some(slot),
             None => {
-                slots.insert(id.to_string(), Box::new(slot));
+                slots.insert(id.to_string(), Some(slot));
             }
         }
     }
@@ -183,6 +186,7 @@ impl MemoryLedger {
             .slots
             .get(A::TYPE)?
             .get(id)?
+            .as_ref()?
             .downcast_ref::<Slot<A>>()?;
         slot.recent.iter().rev().find(|r| pick(r)).map(take)
     }

@@ -151,18 +151,17 @@ pub fn check_token(token: &str) -> Result<(), String> {
 
 /// `<TOKEN>@<YYYY-MM-DD>`.
 pub fn token_day_id(token: &str, day: NaiveDate) -> String {
-    use chrono::Datelike;
     // By hand for the years 0 to 9999 (chrono's `format` parses its pattern on every call, and every
     // candle looks up today's and yesterday's score); chrono's own text for any other year.
-    if (0..=9999).contains(&day.year()) {
-        format!(
-            "{token}@{:04}-{:02}-{:02}",
-            day.year(),
-            day.month(),
-            day.day()
-        )
-    } else {
-        format!("{token}@{}", day.format("%Y-%m-%d"))
+    match crate::values::day_text(day) {
+        Some(text) => {
+            let mut id = String::with_capacity(token.len() + 11);
+            id.push_str(token);
+            id.push('@');
+            id.extend(text.iter().map(|b| char::from(*b)));
+            id
+        }
+        None => format!("{token}@{}", day.format("%Y-%m-%d")),
     }
 }
 

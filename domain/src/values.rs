@@ -282,3 +282,50 @@ mod tests {
             .contains("open 198 is outside"));
     }
 }
+
+/// `YYYY-MM-DD` of a day in the years 0 to 9999, written by hand (ids name a day on every candle, and the
+/// formatting machinery costs more than the rest of the id); `None` for any other year.
+pub(crate) fn day_text(day: chrono::NaiveDate) -> Option<[u8; 10]> {
+    use chrono::Datelike;
+    let year = u32::try_from(day.year()).ok().filter(|y| *y <= 9999)?;
+    let digit = |n: u32| b'0' + (n % 10) as u8;
+    let (month, d) = (day.month(), day.day());
+    Some([
+        digit(year / 1000),
+        digit(year / 100),
+        digit(year / 10),
+        digit(year),
+        b'-',
+        digit(month / 10),
+        digit(month),
+        b'-',
+        digit(d / 10),
+        digit(d),
+    ])
+}
+
+#[cfg(test)]
+mod day_text_tests {
+    use chrono::NaiveDate;
+
+    #[test]
+    fn day_text_is_chronos_text_in_its_years_and_nothing_outside() {
+        for (y, m, d) in [
+            (0, 1, 1),
+            (7, 2, 3),
+            (2021, 12, 6),
+            (2024, 2, 29),
+            (9999, 12, 31),
+        ] {
+            let day = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            let text = super::day_text(day).unwrap();
+            assert_eq!(
+                std::str::from_utf8(&text).unwrap(),
+                day.format("%Y-%m-%d").to_string()
+            );
+        }
+        for y in [-1, 10000] {
+            assert!(super::day_text(NaiveDate::from_ymd_opt(y, 1, 1).unwrap()).is_none());
+        }
+    }
+}

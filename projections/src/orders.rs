@@ -169,7 +169,7 @@ impl Projection for OrdersProjection {
                     quantity: p.quantity,
                     status: "proposed".into(),
                     reference_price: p.reference.price,
-                    strategy: p.rationale.strategy.clone(),
+                    strategy: p.rationale.strategy.to_string(),
                     summary: p.rationale.summary.to_string(),
                     venue: None,
                     filled_quantity: Decimal::ZERO,

@@ -507,8 +507,8 @@ impl Rebalancer {
                 at: candle.close_time,
             },
             rationale: Rationale {
-                strategy: REBALANCE.to_string(),
-                rule: RULE_DRIFT_ABOVE_BAND.to_string(),
+                strategy: REBALANCE.into(),
+                rule: RULE_DRIFT_ABOVE_BAND.into(),
                 inputs,
                 evidence,
                 summary,
@@ -1222,8 +1222,8 @@ mod tests {
                     at: candle.close_time,
                 },
                 rationale: Rationale {
-                    strategy: self.name().to_string(),
-                    rule: "below_100".to_string(),
+                    strategy: self.name().to_string().into(),
+                    rule: "below_100".into(),
                     inputs: json!({"close": candle.close.to_string()}).into(),
                     evidence: vec![input.candle_event],
                     summary: format!("{} closed at {}: buy 1", candle.symbol, candle.close).into(),

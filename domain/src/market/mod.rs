@@ -45,14 +45,21 @@ impl fmt::Display for MarketFeedId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // By hand: chrono's `format` parses its pattern on every call, and every candle names its feed.
         use chrono::Datelike;
-        write!(
-            f,
-            "{}@{:04}-{:02}-{:02}",
-            self.symbol,
-            self.day.year(),
-            self.day.month(),
-            self.day.day()
-        )
+        match crate::values::day_text(self.day) {
+            Some(day) => {
+                f.write_str(self.symbol.as_str())?;
+                f.write_str("@")?;
+                f.write_str(std::str::from_utf8(&day).map_err(|_| fmt::Error)?)
+            }
+            None => write!(
+                f,
+                "{}@{:04}-{:02}-{:02}",
+                self.symbol,
+                self.day.year(),
+                self.day.month(),
+                self.day.day()
+            ),
+        }
     }
 }
 
@@ -69,6 +76,15 @@ fn parse_day(day: &str) -> Option<NaiveDate> {
         return None;
     }
     NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)
+}
+
+/// Whether `feed` is exactly the id of `candle`'s feed, as [`MarketFeedId`] writes it.
+fn names(feed: &str, candle: &Candle) -> bool {
+    feed.split_once('@').is_some_and(|(symbol, day)| {
+        symbol == candle.symbol.as_str()
+            && crate::values::day_text(candle.open_time.date_naive())
+                .is_some_and(|text| text == day.as_bytes())
+    })
 }
 
 impl std::str::FromStr for MarketFeedId {
@@ -193,11 +209,20 @@ impl MarketFeed {
         feed: &str,
         candles: Vec<Candle>,
     ) -> Result<Vec<MarketFeedEvent>, MarketFeedError> {
-        let id: MarketFeedId = feed.parse().map_err(MarketFeedError::BadFeedId)?;
+        // The feed id as `MarketFeedId`'s own text of every candle is right without parsing it (every
+        // candle comes with its feed's id); anything else is parsed, and refused if bad or another feed's.
+        let id: Option<MarketFeedId> =
+            match !candles.is_empty() && candles.iter().all(|c| names(feed, c)) {
+                true => None,
+                false => Some(feed.parse().map_err(MarketFeedError::BadFeedId)?),
+            };
         let mut new: BTreeMap<DateTime<Utc>, Candle> = BTreeMap::new();
         for candle in candles {
             candle.validate()?;
-            if MarketFeedId::of(&candle) != id {
+            if id
+                .as_ref()
+                .is_some_and(|id| MarketFeedId::of(&candle) != *id)
+            {
                 return Err(MarketFeedError::WrongFeed {
                     feed: feed.to_string(),
                     symbol: candle.symbol,

@@ -612,11 +612,12 @@ impl Portfolio {
         let Some(at) = fresh.values().map(|p| p.at).max() else {
             return Ok(vec![]);
         };
-        let (equity_before, _) = self.value(&BTreeMap::new())?;
         let (equity, unrealized_pnl) = self.value(&fresh)?;
+        // A new day starts from the equity before this mark (at the stored prices, which the previous
+        // event valued, so this cannot overflow).
         let day_start_equity = match self.day {
             Some(day) if at.date_naive() <= day => self.day_start_equity,
-            _ => equity_before,
+            _ => self.value(&BTreeMap::new())?.0,
         };
         Ok(vec![PortfolioEvent::PortfolioMarked {
             at,

@@ -26,6 +26,17 @@ impl OrderId {
     pub fn derived(key: &str) -> Self {
         Self(Uuid::new_v5(&ORDER_NAMESPACE, key.as_bytes()))
     }
+
+    /// The order a candle's decision proposes for `symbol`: derived from `<candle event id>/<symbol>`.
+    pub fn of_candle(candle_event: Uuid, symbol: &crate::values::Symbol) -> Self {
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let event = candle_event.hyphenated().encode_lower(&mut buf);
+        let mut key = String::with_capacity(event.len() + 1 + symbol.as_str().len());
+        key.push_str(event);
+        key.push('/');
+        key.push_str(symbol.as_str());
+        Self::derived(&key)
+    }
 }
 
 impl fmt::Display for OrderId {
@@ -130,9 +141,9 @@ pub fn mul(field: &'static str, a: Decimal, b: Decimal) -> Result<Decimal, Amoun
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Rationale {
     /// The strategy, e.g. `rebalance`.
-    pub strategy: String,
+    pub strategy: crate::text::Text,
     /// The rule that fired, e.g. `drift_above_band`.
-    pub rule: String,
+    pub rule: crate::text::Text,
     /// The numbers it used (weights, prices, scores), by name.
     pub inputs: crate::text::Json,
     /// The events it decided from (candle, sentiment) by event id.
@@ -201,4 +212,19 @@ pub struct PricePoint {
     pub price: Decimal,
     /// When it was observed (event time).
     pub at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod order_id_tests {
+    use super::OrderId;
+
+    #[test]
+    fn a_candles_order_id_is_derived_from_the_event_id_and_symbol_as_text() {
+        let event = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let symbol = crate::values::Symbol::new_checked("SOL/USDT").unwrap();
+        assert_eq!(
+            OrderId::of_candle(event, &symbol),
+            OrderId::derived(&format!("{event}/{symbol}"))
+        );
+    }
 }
