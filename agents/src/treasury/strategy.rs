@@ -77,6 +77,10 @@ pub struct Proposal {
 ///
 /// A strategy must be pure: no clock, no I/O, no randomness, so that replaying the same events proposes the
 /// same trades.
+///
+/// A rationale's words take a `String` or a `serde_json::Value` with `.into()`, or
+/// [`Text::lazy`](jarvis_domain::text::Text::lazy) and [`Json::lazy`](jarvis_domain::text::Json::lazy) to be
+/// written only when read (a backtest seldom reads them; the rebalancer does this).
 pub trait Strategy: Send + Sync {
     /// The strategy's name, as written in its rationales (e.g. `rebalance`).
     fn name(&self) -> &str;
