@@ -22,11 +22,12 @@ use jarvis_agents::ledger::Ledger;
 use jarvis_agents::llm::RecordedOracle;
 use jarvis_agents::trading::{TradingPipeline, TradingSettings};
 use jarvis_agents::treasury::Strategy;
+use jarvis_bus::HandlerError;
 use jarvis_domain::backtest::BacktestReport;
 use jarvis_domain::market::{MarketFeed, MarketFeedCommand, MarketFeedEvent, MarketFeedId};
 use jarvis_domain::sentiment::{SentimentCommand, TokenSentiment};
 use jarvis_domain::trading::order::{Order, OrderStatus};
-use jarvis_domain::EventMetadata;
+use jarvis_domain::{Candle, EventMetadata, EventRef};
 
 pub use data::{read_files, Data, DataError, Range};
 pub use ledger::MemoryLedger;
@@ -169,28 +170,14 @@ impl Backtest {
                     .map_err(|e| stopped(e.to_string()))?;
             }
             // The market agent records the candle; its CandleClosed is what the pipeline handles.
-            let feed = MarketFeedId::of(candle).to_string();
-            let record = MarketFeedCommand::RecordCandle {
-                feed: feed.clone(),
-                candle: candle.clone(),
-            };
             let metadata = EventMetadata {
                 correlation_id: story.event_id,
                 causation_id: story.event_id,
                 source: "market".into(),
             };
-            ledger
-                .execute::<MarketFeed>(&feed, record, &metadata, false)
+            let closed = record_candle(ledger, candle, &metadata)
                 .await
                 .map_err(|e| stopped(e.to_string()))?;
-            let closed = ledger
-                .find_event_ref::<MarketFeed, _>(&feed, |e| {
-                    let MarketFeedEvent::CandleClosed(c) = e;
-                    c.open_time == candle.open_time
-                })
-                .await
-                .map_err(|e| stopped(e.to_string()))?
-                .ok_or_else(|| stopped("the candle was not recorded".into()))?;
             pipeline
                 .on_candle(&closed, candle.clone())
                 .await
@@ -224,6 +211,33 @@ impl Backtest {
         };
         Ok(Outcome { report })
     }
+}
+
+/// Records `candle` on its market feed, as the market agent does, and returns the identity of its
+/// `CandleClosed`: what the trading pipeline is handed.
+///
+/// # Errors
+/// The feed refused the candle (invalid, or conflicting with the one recorded).
+pub async fn record_candle(
+    ledger: &MemoryLedger,
+    candle: &Candle,
+    metadata: &EventMetadata,
+) -> Result<EventRef, HandlerError> {
+    let feed = MarketFeedId::of(candle).to_string();
+    let record = MarketFeedCommand::RecordCandle {
+        feed: feed.clone(),
+        candle: candle.clone(),
+    };
+    ledger
+        .execute::<MarketFeed>(&feed, record, metadata, false)
+        .await?;
+    ledger
+        .find_event_ref::<MarketFeed, _>(&feed, |e| {
+            let MarketFeedEvent::CandleClosed(c) = e;
+            c.open_time == candle.open_time
+        })
+        .await?
+        .ok_or_else(|| HandlerError::Permanent("the candle was not recorded".into()))
 }
 
 /// Drops what the run no longer needs, so memory stays flat: market days older than the strategy's

@@ -195,7 +195,7 @@ fn memory_stays_flat_the_ledger_keeps_only_recent_days_and_open_orders() {
 fn recorded_sentiment_reaches_the_strategy_and_is_evidence_of_its_proposals() {
     use jarvis_agents::ledger::Ledger;
     use jarvis_agents::trading::TradingPipeline;
-    use jarvis_domain::market::{MarketFeedCommand, MarketFeedEvent, MarketFeedId};
+    use jarvis_backtest::record_candle;
     use jarvis_domain::sentiment::{
         SentimentCommand, SentimentLabel, SentimentScore, TokenSentiment,
     };
@@ -245,23 +245,7 @@ fn recorded_sentiment_reaches_the_strategy_and_is_evidence_of_its_proposals() {
             .unwrap()
             .unwrap();
         for candle in candles {
-            let feed = MarketFeedId::of(candle).to_string();
-            let record = MarketFeedCommand::RecordCandle {
-                feed: feed.clone(),
-                candle: candle.clone(),
-            };
-            ledger
-                .execute::<MarketFeed>(&feed, record, &metadata, false)
-                .await
-                .unwrap();
-            let (closed, _) = ledger
-                .find_event::<MarketFeed, _>(&feed, |e| {
-                    let MarketFeedEvent::CandleClosed(c) = e;
-                    c.open_time == candle.open_time
-                })
-                .await
-                .unwrap()
-                .unwrap();
+            let closed = record_candle(&ledger, candle, &metadata).await.unwrap();
             pipeline.on_candle(&closed, candle.clone()).await.unwrap();
         }
         let proposals = proposals.lock().unwrap();
@@ -281,9 +265,8 @@ fn recorded_sentiment_reaches_the_strategy_and_is_evidence_of_its_proposals() {
 /// candles to the dead-letter stream in `tests/faults.rs`'s NATS restart before the redelivery flag.)
 #[test]
 fn a_candle_redelivered_after_later_ones_keeps_its_recorded_decision() {
-    use jarvis_agents::ledger::Ledger;
     use jarvis_agents::trading::TradingPipeline;
-    use jarvis_domain::market::{MarketFeedCommand, MarketFeedEvent, MarketFeedId};
+    use jarvis_backtest::record_candle;
     use jarvis_domain::trading::OrderEvent;
     use jarvis_domain::EventMetadata;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -313,23 +296,7 @@ fn a_candle_redelivered_after_later_ones_keeps_its_recorded_decision() {
         // Each candle, and whether deciding it proposed anything.
         let mut handled = Vec::new();
         for candle in candles {
-            let feed = MarketFeedId::of(candle).to_string();
-            let record = MarketFeedCommand::RecordCandle {
-                feed: feed.clone(),
-                candle: candle.clone(),
-            };
-            ledger
-                .execute::<MarketFeed>(&feed, record, &metadata, false)
-                .await
-                .unwrap();
-            let (closed, _) = ledger
-                .find_event::<MarketFeed, _>(&feed, |e| {
-                    let MarketFeedEvent::CandleClosed(c) = e;
-                    c.open_time == candle.open_time
-                })
-                .await
-                .unwrap()
-                .unwrap();
+            let closed = record_candle(&ledger, candle, &metadata).await.unwrap();
             let before = proposals.load(Ordering::SeqCst);
             pipeline.on_candle(&closed, candle.clone()).await.unwrap();
             handled.push((
