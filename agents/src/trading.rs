@@ -392,7 +392,7 @@ impl<L: Ledger> TradingPipeline<L> {
             let need = wanted - history.len();
             let newest_first = &mut history;
             self.ledger
-                .read::<MarketFeed, _, _>(&id.to_string(), false, |feed| {
+                .read::<MarketFeed, _, _>(&id.text(), false, |feed| {
                     newest_first.extend(
                         feed.candles()
                             .rev()

@@ -223,7 +223,7 @@ pub async fn record_candle(
     candle: &Candle,
     metadata: &EventMetadata,
 ) -> Result<EventRef, HandlerError> {
-    let feed = MarketFeedId::of(candle).to_string();
+    let feed = MarketFeedId::of(candle).text();
     let record = MarketFeedCommand::RecordCandle {
         feed: feed.clone(),
         candle: candle.clone(),

@@ -206,7 +206,7 @@ pub async fn replay_files(
                 (parsed.candle.open_time - first).num_seconds() as f64 / interval as f64;
             tokio::time::sleep_until(started + per_interval.mul_f64(intervals)).await;
         }
-        let feed = MarketFeedId::of(&parsed.candle).to_string();
+        let feed = MarketFeedId::of(&parsed.candle).text();
         let one = MarketFeedCommand::RecordCandle {
             feed: feed.clone(),
             candle: parsed.candle.clone(),
